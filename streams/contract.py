@@ -1,0 +1,383 @@
+"""Wire contract of driftline events: decoding, validation, encoding and dead letters.
+
+An event record on ``driftline.events.labeled`` has the model name as key and a JSON
+object as value::
+
+    {"event_id": "e-1", "model": "churn", "ts": 1718000000.5,
+     "features": {"age": 42, "plan": "pro", "trial": false, "score": null},
+     "label": "churned"}
+
+``ts`` is epoch seconds (int or float) or an ISO-8601 string; an ISO string without an
+offset is read as UTC. It must lie in ``[0, 1e11)``: anything larger is almost always
+epoch *milliseconds*, which would otherwise silently land 50,000 years in the future.
+``features`` maps names to JSON scalars (number, string, bool or null). ``label`` is a
+class (string, integer or bool) or a number; whether it fits the model's task is checked
+by ``trainers.spec.check_label``, not here. Events on ``driftline.events.unlabeled`` are
+the same without ``label``.
+
+Unknown top-level fields are allowed and ignored, so producers can attach metadata and
+the contract can grow without breaking older consumers.
+
+Every rejection raises :class:`InvalidEvent`, whose ``code`` is one of
+:class:`ReasonCode` and whose ``reason`` names the offending field. Rejected records go
+to the dead-letter topic as :func:`dead_letter_record` values, which keep the original
+bytes exactly (base64) so nothing is lost.
+
+This module does no I/O; decoding sits on the consumer hot path and is kept cheap.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from math import isfinite
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "Event",
+    "FeatureValue",
+    "InvalidEvent",
+    "LabeledEvent",
+    "ReasonCode",
+    "UnlabeledEvent",
+    "dead_letter_record",
+    "decode_dead_letter",
+    "decode_labeled",
+    "decode_unlabeled",
+    "encode_event",
+    "validate_labeled",
+    "validate_unlabeled",
+]
+
+DEFAULT_MAX_BYTES = 1_000_000
+
+FeatureValue = float | int | str | bool | None
+
+# Timestamps at or above this are taken for epoch milliseconds sent by mistake (year 5138).
+_MAX_EPOCH_SECONDS = 1e11
+# orjson encodes integers only within these bounds; bigger ones must be rejected up front
+# so that every validated event can be encoded again.
+_MIN_INT = -(2**63)
+_MAX_INT = 2**64 - 1
+# Exact types only (type() is, not isinstance): a subclass such as numpy.float64 is not
+# guaranteed to serialise the same way, so producers must convert with .item().
+_OTHER_SCALARS = frozenset({str, bool, type(None)})
+_CLASS_LABEL_TYPES = frozenset({str, bool})
+
+
+class ReasonCode(StrEnum):
+    """Machine-friendly codes for rejected events (stable: used in metrics and dead letters)."""
+
+    NOT_JSON = "not_json"
+    NOT_OBJECT = "not_object"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    EMPTY_FIELD = "empty_field"
+    NON_FINITE = "non_finite"
+    OUT_OF_RANGE = "out_of_range"
+    OVERSIZE = "oversize"
+    BAD_TIMESTAMP = "bad_timestamp"
+
+
+class InvalidEvent(ValueError):
+    """An event that breaks the wire contract.
+
+    ``code`` is short and stable (a :class:`ReasonCode` for contract violations; callers
+    such as the worker may use their own codes, e.g. ``"unknown_model"``); ``reason`` is
+    a human sentence naming the offending field.
+    """
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[InvalidEvent], tuple[str, str]]:
+        # The default pickling replays args=(message,) into __init__, which needs two.
+        return (type(self), (self.code, self.reason))
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Fields shared by labeled and unlabeled events; ``ts`` is epoch seconds."""
+
+    event_id: str
+    model: str
+    ts: float
+    features: dict[str, FeatureValue]
+
+    def to_json_object(self) -> dict[str, Any]:
+        """The event as the JSON object of the wire contract."""
+        return {
+            "event_id": self.event_id,
+            "model": self.model,
+            "ts": self.ts,
+            "features": self.features,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class UnlabeledEvent(Event):
+    """An event to score: features without a ground-truth label."""
+
+
+@dataclass(frozen=True, slots=True)
+class LabeledEvent(Event):
+    """An event with its ground-truth label: a class (str, int, bool) or a number."""
+
+    label: object
+
+    def to_json_object(self) -> dict[str, Any]:
+        """The event as the JSON object of the wire contract."""
+        # Explicit base call: zero-argument super() fails in slots=True dataclasses.
+        json_object = Event.to_json_object(self)
+        json_object["label"] = self.label
+        return json_object
+
+
+def decode_labeled(raw: bytes | None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> LabeledEvent:
+    """Decode and validate a labeled-event record value; raise :class:`InvalidEvent`."""
+    return validate_labeled(_parse_object(raw, max_bytes))
+
+
+def decode_unlabeled(raw: bytes | None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> UnlabeledEvent:
+    """Decode and validate an unlabeled-event record value; raise :class:`InvalidEvent`."""
+    return validate_unlabeled(_parse_object(raw, max_bytes))
+
+
+def validate_labeled(obj: Mapping[str, Any]) -> LabeledEvent:
+    """Validate an already-parsed event object (e.g. built by a producer)."""
+    event_id, model, ts, features = _validate_common(obj)
+    try:
+        label = obj["label"]
+    except KeyError:
+        raise InvalidEvent(ReasonCode.MISSING_FIELD, "missing field 'label'") from None
+    if type(label) is float:
+        if not isfinite(label):
+            raise InvalidEvent(ReasonCode.NON_FINITE, f"label is {label}")
+    elif type(label) is int:
+        if not _MIN_INT <= label <= _MAX_INT:
+            raise InvalidEvent(ReasonCode.OUT_OF_RANGE, "label integer exceeds 64 bits")
+    elif type(label) not in _CLASS_LABEL_TYPES:
+        raise InvalidEvent(
+            ReasonCode.WRONG_TYPE,
+            f"label must be a string, integer, bool or number, got {_type_name(label)}",
+        )
+    return LabeledEvent(event_id, model, ts, features, label)
+
+
+def validate_unlabeled(obj: Mapping[str, Any]) -> UnlabeledEvent:
+    """Validate an already-parsed unlabeled event object; a ``label`` field is ignored."""
+    return UnlabeledEvent(*_validate_common(obj))
+
+
+def encode_event(event: Mapping[str, Any] | Event) -> bytes:
+    """Serialise an event to its wire bytes.
+
+    A mapping is validated as a labeled event first (raising :class:`InvalidEvent`), so
+    only contract-conforming bytes are ever produced; event objects are valid already.
+    """
+    if not isinstance(event, Event):
+        event = validate_labeled(event)
+    return orjson.dumps(event.to_json_object())
+
+
+def dead_letter_record(
+    raw: bytes | None,
+    reason: InvalidEvent | str,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+) -> tuple[bytes, bytes]:
+    """Build the ``(key, value)`` of a dead-letter record for a rejected source record.
+
+    The key is the source coordinate ``topic/partition/offset``: unique per source
+    record, so replaying a partition dead-letters the same record under the same key.
+    A plain-string ``reason`` gets the code ``"rejected"``. The source key is kept as
+    text for reading (non-UTF-8 bytes are backslash-escaped); the value bytes are kept
+    exactly and come back from :func:`decode_dead_letter`.
+    """
+    if isinstance(reason, InvalidEvent):
+        reason_code, reason_text = str(reason.code), reason.reason
+    else:
+        reason_code, reason_text = "rejected", reason
+    value = {
+        "reason_code": reason_code,
+        "reason": reason_text,
+        "source": {"topic": topic, "partition": partition, "offset": offset},
+        "key": None if key is None else key.decode("utf-8", "backslashreplace"),
+        "original_b64": None if raw is None else base64.b64encode(raw).decode("ascii"),
+        "original_size": 0 if raw is None else len(raw),
+    }
+    return f"{topic}/{partition}/{offset}".encode(), orjson.dumps(value)
+
+
+def decode_dead_letter(value: bytes) -> dict[str, Any]:
+    """Parse a dead-letter value; the result adds ``"original"``: the exact source bytes.
+
+    ``"original"`` is ``None`` when the source record had no value (a tombstone).
+    Raises :class:`InvalidEvent` if ``value`` is not a dead-letter record.
+    """
+    try:
+        record = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(ReasonCode.NOT_JSON, f"dead letter is not JSON: {exc}") from None
+    if type(record) is not dict:
+        raise InvalidEvent(ReasonCode.NOT_OBJECT, "dead letter is not a JSON object")
+    if "original_b64" not in record:
+        raise InvalidEvent(ReasonCode.MISSING_FIELD, "dead letter has no 'original_b64'")
+    encoded = record["original_b64"]
+    if encoded is None:
+        record["original"] = None
+        return record
+    try:
+        record["original"] = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        raise InvalidEvent(
+            ReasonCode.WRONG_TYPE, "dead letter 'original_b64' is not base64"
+        ) from None
+    return record
+
+
+def _parse_object(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
+    if raw is None:
+        raise InvalidEvent(ReasonCode.NOT_JSON, "record has no value (tombstone)")
+    # Checked before parsing so that a huge payload costs nothing but its length.
+    if len(raw) > max_bytes:
+        raise InvalidEvent(
+            ReasonCode.OVERSIZE, f"payload is {len(raw)} bytes, limit is {max_bytes}"
+        )
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _parse_error(exc) from None
+    if type(obj) is not dict:
+        raise InvalidEvent(
+            ReasonCode.NOT_OBJECT, f"payload is a JSON {_type_name(obj)}, not an object"
+        )
+    return obj
+
+
+def _parse_error(exc: orjson.JSONDecodeError) -> InvalidEvent:
+    # orjson refuses NaN/Infinity literals (which stdlib json would accept) and numbers
+    # that overflow a double; those are reported as non-finite values, not garbage.
+    rest = exc.doc[exc.pos : exc.pos + 8] if isinstance(exc.doc, str) else ""
+    if rest.startswith(("NaN", "Infinity")):
+        return InvalidEvent(
+            ReasonCode.NON_FINITE,
+            f"NaN/Infinity at char {exc.pos} is not valid JSON; send null for missing values",
+        )
+    if "infinity" in exc.msg:
+        return InvalidEvent(
+            ReasonCode.NON_FINITE, f"number at char {exc.pos} overflows a double (infinity)"
+        )
+    return InvalidEvent(ReasonCode.NOT_JSON, f"payload is not UTF-8 JSON: {exc}")
+
+
+def _validate_common(
+    obj: Mapping[str, Any],
+) -> tuple[str, str, float, dict[str, FeatureValue]]:
+    try:
+        event_id = obj["event_id"]
+        model = obj["model"]
+        ts = obj["ts"]
+        features = obj["features"]
+    except KeyError as exc:
+        raise InvalidEvent(ReasonCode.MISSING_FIELD, f"missing field {exc}") from None
+    except TypeError:
+        raise InvalidEvent(
+            ReasonCode.NOT_OBJECT, f"event is a {_type_name(obj)}, not an object"
+        ) from None
+    _check_name("event_id", event_id)
+    _check_name("model", model)
+    if type(features) is not dict:
+        raise InvalidEvent(
+            ReasonCode.WRONG_TYPE,
+            f"features must be an object, got {_type_name(features)}",
+        )
+    for name, value in features.items():
+        _check_feature(name, value)
+    return event_id, model, _epoch_seconds(ts), features
+
+
+def _check_name(field: str, value: object) -> None:
+    if type(value) is not str:
+        raise InvalidEvent(
+            ReasonCode.WRONG_TYPE, f"{field} must be a string, got {_type_name(value)}"
+        )
+    if not value:
+        raise InvalidEvent(ReasonCode.EMPTY_FIELD, f"{field} is empty")
+
+
+def _check_feature(name: object, value: object) -> None:
+    if type(name) is not str:
+        raise InvalidEvent(ReasonCode.WRONG_TYPE, f"feature name {name!r} must be a string")
+    if type(value) is float:
+        if not isfinite(value):
+            raise InvalidEvent(ReasonCode.NON_FINITE, f"feature {name!r} is {value}")
+    elif type(value) is int:
+        if not _MIN_INT <= value <= _MAX_INT:
+            raise InvalidEvent(ReasonCode.OUT_OF_RANGE, f"feature {name!r} exceeds 64 bits")
+    elif type(value) not in _OTHER_SCALARS:
+        raise InvalidEvent(
+            ReasonCode.WRONG_TYPE,
+            f"feature {name!r} must be a number, string, bool or null, got {_type_name(value)}",
+        )
+
+
+def _epoch_seconds(ts: object) -> float:
+    if type(ts) is float or type(ts) is int:
+        try:
+            seconds = float(ts)
+        except OverflowError:
+            raise InvalidEvent(ReasonCode.BAD_TIMESTAMP, "ts is too large") from None
+    elif type(ts) is str:
+        seconds = _parse_iso_timestamp(ts)
+    else:
+        raise InvalidEvent(
+            ReasonCode.WRONG_TYPE,
+            f"ts must be epoch seconds or an ISO-8601 string, got {_type_name(ts)}",
+        )
+    if not isfinite(seconds):
+        raise InvalidEvent(ReasonCode.NON_FINITE, f"ts is {seconds}")
+    if not 0 <= seconds < _MAX_EPOCH_SECONDS:
+        raise InvalidEvent(
+            ReasonCode.BAD_TIMESTAMP,
+            f"ts {seconds!r} is outside [0, 1e11) epoch seconds (milliseconds sent?)",
+        )
+    return seconds
+
+
+def _parse_iso_timestamp(text: str) -> float:
+    try:
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+    except (ValueError, OverflowError, OSError):
+        raise InvalidEvent(
+            ReasonCode.BAD_TIMESTAMP, f"ts {text[:40]!r} is not an ISO-8601 timestamp"
+        ) from None
+
+
+def _type_name(value: object) -> str:
+    match value:
+        case None:
+            return "null"
+        case bool():
+            return "bool"
+        case dict():
+            return "object"
+        case list():
+            return "array"
+        case _:
+            return type(value).__name__

@@ -1,0 +1,185 @@
+"""The embedded local stack: a real Kafka broker and a real Redis, started without Docker.
+
+``driftline stack up`` and the test fixtures both use :class:`LocalStack`. Its state (pids,
+ports, data folders) lives in one JSON file, so that ``status`` and ``down`` work from another
+process than the one that ran ``up``.
+
+Example (not run as a doctest: it starts Java)::
+
+    stack = LocalStack()
+    endpoints = stack.up()
+    print(endpoints.shell_lines())   # KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:PORT ...
+    stack.down()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from streams.stack import kafka, redis
+from streams.stack.process import MissingToolError, StackError, free_port, is_alive, stop
+
+__all__ = ["Endpoints", "LocalStack", "MissingToolError", "StackError", "default_state_dir"]
+
+
+def default_state_dir() -> Path:
+    """``$DRIFTLINE_STACK_DIR``, else the XDG state folder."""
+    configured = os.environ.get("DRIFTLINE_STACK_DIR")
+    if configured:
+        return Path(configured)
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "driftline" / "stack"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """How clients reach the stack."""
+
+    kafka_bootstrap: str
+    redis_url: str
+
+    def shell_lines(self) -> str:
+        """Two shell assignments, so that ``eval "$(driftline stack up)"`` sets them."""
+        return f"KAFKA_BOOTSTRAP_SERVERS={self.kafka_bootstrap}\nREDIS_URL={self.redis_url}"
+
+
+@dataclass
+class _Service:
+    pid: int
+    port: int
+    root: str
+    controller_port: int = 0
+
+
+class LocalStack:
+    """Starts, inspects and stops one local broker and one local redis-server.
+
+    Parameters
+    ----------
+    state_dir
+        Folder for the state file, data and logs; defaults to :func:`default_state_dir`.
+    host
+        Loopback address to bind.
+    """
+
+    def __init__(self, state_dir: Path | None = None, *, host: str = "127.0.0.1") -> None:
+        self.state_dir = Path(state_dir) if state_dir else default_state_dir()
+        self.host = host
+
+    @property
+    def _state_file(self) -> Path:
+        return self.state_dir / "stack.json"
+
+    def _load(self) -> dict[str, _Service]:
+        try:
+            raw = json.loads(self._state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {name: _Service(**service) for name, service in raw.items()}
+
+    def _save(self, services: dict[str, _Service]) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._state_file.write_text(json.dumps({k: asdict(v) for k, v in services.items()}))
+
+    def _endpoints(self, services: dict[str, _Service]) -> Endpoints:
+        return Endpoints(
+            kafka_bootstrap=f"{self.host}:{services['kafka'].port}",
+            redis_url=f"redis://{self.host}:{services['redis'].port}/0",
+        )
+
+    def _healthy(self, services: dict[str, _Service]) -> bool:
+        if set(services) != {"kafka", "redis"}:
+            return False
+        if not all(is_alive(service.pid) for service in services.values()):
+            return False
+        endpoints = self._endpoints(services)
+        return kafka.broker_answers(endpoints.kafka_bootstrap) and redis.answers(
+            endpoints.redis_url
+        )
+
+    def up(self, *, kafka_port: int | None = None, redis_port: int | None = None) -> Endpoints:
+        """Start the broker and Redis (or reuse a healthy running pair) and wait until ready."""
+        services = self._load()
+        if services and self._healthy(services):
+            return self._endpoints(services)
+        if services:
+            self.down()
+        kafka_root = self.state_dir / "kafka"
+        redis_root = self.state_dir / "redis"
+        services = {
+            "redis": _Service(pid=0, port=redis_port or free_port(self.host), root=str(redis_root)),
+            "kafka": _Service(
+                pid=0,
+                port=kafka_port or free_port(self.host),
+                controller_port=free_port(self.host),
+                root=str(kafka_root),
+            ),
+        }
+        try:
+            services["redis"].pid = redis.start(
+                redis_root, host=self.host, port=services["redis"].port
+            )
+            self._save(services)
+            layout = kafka.BrokerLayout(kafka_root)
+            services["kafka"].pid = kafka.format_and_start(
+                layout,
+                host=self.host,
+                port=services["kafka"].port,
+                controller_port=services["kafka"].controller_port,
+            )
+            self._save(services)
+            endpoints = self._endpoints(services)
+            redis.wait_until_ready(
+                services["redis"].pid, endpoints.redis_url, redis_root / "redis.log"
+            )
+            kafka.wait_until_ready(services["kafka"].pid, endpoints.kafka_bootstrap, layout.log)
+        except BaseException:
+            self.down()
+            raise
+        return endpoints
+
+    def status(self) -> dict[str, dict[str, object]]:
+        """What runs: per service its pid, port, whether the process lives and answers."""
+        services = self._load()
+        report: dict[str, dict[str, object]] = {}
+        for name, service in services.items():
+            alive = service.pid > 0 and is_alive(service.pid)
+            if name == "kafka":
+                address = f"{self.host}:{service.port}"
+                answers = alive and kafka.broker_answers(address)
+            else:
+                address = f"redis://{self.host}:{service.port}/0"
+                answers = alive and redis.answers(address)
+            report[name] = {
+                "pid": service.pid,
+                "address": address,
+                "alive": alive,
+                "answers": answers,
+            }
+        return report
+
+    def down(self, *, keep_data: bool = False, timeout: float = 20.0) -> list[str]:
+        """Stop what :meth:`up` started (SIGTERM, then SIGKILL after ``timeout``).
+
+        Removes the data folders unless ``keep_data``. Returns a line per stopped service.
+        """
+        stopped = []
+        for name, service in self._load().items():
+            if service.pid > 0 and is_alive(service.pid):
+                forced = stop(service.pid, timeout=timeout)
+                stopped.append(f"{name} (pid {service.pid}) stopped{' forcibly' if forced else ''}")
+            if not keep_data:
+                shutil.rmtree(service.root, ignore_errors=True)
+        self._state_file.unlink(missing_ok=True)
+        return stopped
+
+    def pid_of(self, service: str) -> int:
+        """The pid of ``"kafka"`` or ``"redis"`` as recorded by :meth:`up`."""
+        services = self._load()
+        if service not in services:
+            raise StackError(f"no {service} in the local stack at {self.state_dir}")
+        return services[service].pid

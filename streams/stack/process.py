@@ -1,0 +1,117 @@
+"""Background processes that outlive the command which started them.
+
+The local stack's broker and Redis are started by ``driftline stack up`` and stopped by a later
+``driftline stack down``, so they run in their own session and are remembered by pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class StackError(RuntimeError):
+    """The local stack could not be started, inspected or stopped."""
+
+
+class MissingToolError(StackError):
+    """A program the local stack runs is not installed; the message says how to install it."""
+
+
+INSTALL_HINTS = {
+    "java": "Java 17 or newer: apt-get install -y openjdk-17-jre-headless",
+    "mvn": "Maven: apt-get install -y maven",
+    "redis-server": "Redis: apt-get install -y redis-server",
+}
+
+
+def require_tool(name: str) -> str:
+    """Return the path of ``name`` on PATH, or raise :class:`MissingToolError` naming the fix."""
+    path = shutil.which(name)
+    if path is None:
+        raise MissingToolError(f"{name} not found on PATH; install {INSTALL_HINTS[name]}")
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def spawn(argv: Sequence[str], *, log_path: Path, cwd: Path | None = None) -> int:
+    """Start ``argv`` detached from this process's session, its output appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    return proc.pid
+
+
+def is_alive(pid: int) -> bool:
+    """Whether ``pid`` names a running (not zombie) process."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _reap(pid: int) -> None:
+    # A child of this very process stays a zombie until waited for.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def stop(pid: int, *, timeout: float = 20.0) -> bool:
+    """Stop ``pid`` with SIGTERM, then SIGKILL after ``timeout`` seconds.
+
+    Returns whether SIGKILL was needed.
+    """
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not is_alive(pid):
+            return False
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    while is_alive(pid):
+        _reap(pid)
+        time.sleep(0.05)
+    return True
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of a log file, or a note that it is missing."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text.splitlines()[-lines:])

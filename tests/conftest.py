@@ -1,0 +1,133 @@
+"""Fixtures that give every test run a real Kafka broker and a real Redis.
+
+Where they come from, in order:
+
+1. ``KAFKA_BOOTSTRAP_SERVERS`` / ``REDIS_URL`` when set (each on its own);
+2. testcontainers, when a Docker engine answers a ping;
+3. driftline's own local stack (``streams.stack.LocalStack``): the broker's jars from Maven
+   Central run under ``java``, and Debian's redis-server; torn down at the end of the session.
+
+When none works, a test that needs them is skipped on a developer's machine and FAILS in CI
+(``CI=true``): in CI the real-broker tests never turn into skips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+
+@dataclass(frozen=True)
+class Services:
+    kafka_bootstrap: str
+    redis_url: str
+    origin: str
+    local_stack: object | None = None
+
+
+def _docker_engine_answers() -> bool:
+    try:
+        import docker
+
+        return bool(docker.from_env(timeout=3).ping())
+    except Exception:  # any failure means: no usable engine
+        return False
+
+
+@contextlib.contextmanager
+def _containers() -> Iterator[Services]:
+    from testcontainers.community.kafka import KafkaContainer
+    from testcontainers.community.redis import RedisContainer
+
+    with (
+        KafkaContainer("confluentinc/cp-kafka:7.7.1").with_kraft() as broker,
+        RedisContainer("redis:7") as redis_container,
+    ):
+        host = redis_container.get_container_host_ip()
+        port = redis_container.get_exposed_port(6379)
+        yield Services(broker.get_bootstrap_server(), f"redis://{host}:{port}/0", "testcontainers")
+
+
+@contextlib.contextmanager
+def _local_stack(state_dir) -> Iterator[Services]:
+    from streams.stack import LocalStack
+
+    stack = LocalStack(state_dir)
+    try:
+        endpoints = stack.up()
+        yield Services(endpoints.kafka_bootstrap, endpoints.redis_url, "local stack", stack)
+    finally:
+        stack.down()
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    kafka_env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    redis_env = os.environ.get("REDIS_URL")
+    if kafka_env and redis_env:
+        yield Services(kafka_env, redis_env, "environment")
+        return
+    exit_stack = contextlib.ExitStack()
+    try:
+        source = (
+            _containers()
+            if _docker_engine_answers()
+            else _local_stack(tmp_path_factory.mktemp("stack"))
+        )
+        started = exit_stack.enter_context(source)
+    except Exception as error:
+        message = f"could not start Kafka and Redis for the tests: {error}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    with exit_stack:
+        yield Services(
+            kafka_env or started.kafka_bootstrap,
+            redis_env or started.redis_url,
+            started.origin,
+            started.local_stack,
+        )
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(services: Services) -> str:
+    """``host:port`` of a real Kafka broker."""
+    return services.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def redis_url(services: Services) -> str:
+    """URL of a real Redis server."""
+    return services.redis_url
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    """Names no other test uses: topics, consumer groups, Redis key prefixes."""
+    token = uuid.uuid4().hex[:10]
+    return lambda stem: f"{stem}-{token}"
+
+
+@pytest.fixture
+def redis_client(redis_url: str, unique: Callable[[str], str]):
+    """A Redis client; the keys of this test live under ``redis_client.test_prefix``."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.test_prefix = unique("test") + ":"
+    yield client
+    for key in client.scan_iter(match=client.test_prefix + "*"):
+        client.delete(key)
+    client.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests under tests/integration are integration tests."""
+    for item in items:
+        if "tests/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)

@@ -1,0 +1,51 @@
+"""``driftline stack up | status | down`` as a user runs them, on a stack of its own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import redis
+
+from streams.stack import LocalStack
+from streams.stack.kafka import broker_answers
+from streams.stack.process import is_alive
+
+
+def driftline(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
+
+
+def test_up_reuses_a_healthy_stack_and_down_leaves_no_process(tmp_path):
+    env = {**os.environ, "DRIFTLINE_STACK_DIR": str(tmp_path / "stack")}
+    first = driftline("stack", "up", env=env)
+    assert first.returncode == 0, first.stderr
+    settings = dict(line.split("=", 1) for line in first.stdout.strip().splitlines())
+    assert set(settings) == {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL"}
+    stack = LocalStack(tmp_path / "stack")
+    pids = [stack.pid_of("kafka"), stack.pid_of("redis")]
+    try:
+        assert broker_answers(settings["KAFKA_BOOTSTRAP_SERVERS"])
+        assert redis.Redis.from_url(settings["REDIS_URL"]).ping()
+
+        second = driftline("stack", "up", env=env)
+        assert second.returncode == 0, second.stderr
+        assert second.stdout == first.stdout
+        assert [stack.pid_of("kafka"), stack.pid_of("redis")] == pids
+
+        status = driftline("stack", "status", env=env)
+        assert status.returncode == 0
+        assert '"answers": true' in status.stdout
+    finally:
+        down = driftline("stack", "down", env=env)
+    assert down.returncode == 0, down.stderr
+    assert not any(is_alive(pid) for pid in pids)
+    assert not (tmp_path / "stack" / "kafka").exists()
+    assert driftline("stack", "status", env=env).returncode == 1

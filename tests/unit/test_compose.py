@@ -1,0 +1,138 @@
+"""Checks of docker-compose.yml: services, images, health checks, ports, volumes, commands."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+WORKER_SERVICES = ["trainer", "scorer", "producer"]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    return compose["services"]
+
+
+def env_of(service: dict[str, Any]) -> dict[str, str]:
+    environment = service.get("environment", {})
+    if isinstance(environment, list):
+        environment = dict(item.split("=", 1) for item in environment)
+    return {name: str(value) for name, value in environment.items()}
+
+
+def test_services_are_the_local_stack_plus_workers(services: dict[str, Any]) -> None:
+    assert set(services) == {"kafka", "redis", *WORKER_SERVICES}
+
+
+def test_kafka_is_a_single_kraft_node(services: dict[str, Any]) -> None:
+    kafka = services["kafka"]
+    assert kafka["image"] == "apache/kafka:4.3.1"
+    env = env_of(kafka)
+    assert env["KAFKA_NODE_ID"] == "1"
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@kafka:9093"
+    listeners = env["KAFKA_LISTENERS"].split(",")
+    assert {"PLAINTEXT://:9092", "CONTROLLER://:9093", "EXTERNAL://:29092"} == set(listeners)
+    advertised = set(env["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    assert advertised == {"PLAINTEXT://kafka:9092", "EXTERNAL://localhost:29092"}
+    protocols = dict(
+        pair.split(":") for pair in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    assert {"PLAINTEXT", "CONTROLLER", "EXTERNAL"} <= set(protocols)
+    assert env["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"] == "0"
+    single_node = [
+        name
+        for name in env
+        if name.endswith(("_REPLICATION_FACTOR", "_MIN_ISR", "MIN_INSYNC_REPLICAS"))
+    ]
+    assert "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR" in single_node
+    assert "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR" in single_node
+    assert all(env[name] == "1" for name in single_node)
+    assert "29092:29092" in kafka["ports"]
+
+
+def test_health_checks(services: dict[str, Any]) -> None:
+    kafka_check = " ".join(services["kafka"]["healthcheck"]["test"])
+    assert "/opt/kafka/bin/kafka-broker-api-versions.sh --bootstrap-server localhost:9092" in (
+        kafka_check
+    )
+    assert services["redis"]["healthcheck"]["test"][-2:] == ["redis-cli", "ping"]
+
+
+def test_redis_persists_to_a_named_volume(services: dict[str, Any]) -> None:
+    redis = services["redis"]
+    assert redis["image"] == "redis:7"
+    assert "--appendonly" in redis["command"]
+    assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    assert "6379:6379" in redis["ports"]
+
+
+def test_data_lives_in_named_volumes(compose: dict[str, Any], services: dict[str, Any]) -> None:
+    named = set(compose["volumes"])
+    for service, mount_point in [("kafka", "/var/lib/kafka/data"), ("redis", "/data")]:
+        volume, target = services[service]["volumes"][0].split(":")[:2]
+        assert volume in named
+        assert target == mount_point
+    assert env_of(services["kafka"])["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"
+
+
+@pytest.mark.parametrize("name", WORKER_SERVICES)
+def test_workers_wait_for_healthy_services(services: dict[str, Any], name: str) -> None:
+    worker = services[name]
+    assert worker["build"] == "."
+    assert worker["depends_on"] == {
+        "kafka": {"condition": "service_healthy"},
+        "redis": {"condition": "service_healthy"},
+    }
+    assert env_of(worker) == {
+        "KAFKA_BOOTSTRAP_SERVERS": "kafka:9092",
+        "REDIS_URL": "redis://redis:6379/0",
+        "DRIFTLINE_SIGNING_KEY": "${DRIFTLINE_SIGNING_KEY:-change-me}",
+    }
+    # The producer is a finite run; the long-running workers come back after a crash.
+    expected_restart = "on-failure" if name == "producer" else "unless-stopped"
+    assert worker["restart"] == expected_restart
+
+
+def test_worker_commands(services: dict[str, Any]) -> None:
+    commands = {name: services[name]["command"] for name in WORKER_SERVICES}
+    assert commands == {
+        "trainer": ["worker", "--config", "/app/examples/sea.toml"],
+        "scorer": ["score", "--config", "/app/examples/sea.toml"],
+        "producer": [
+            *["produce", "--synthetic", "sea", "--events", "100000"],
+            *["--drift-at", "50000", "--rate", "500"],
+        ],
+    }
+
+
+def test_dockerfile_runs_the_driftline_cli() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "FROM python:3.11-slim" in dockerfile
+    assert "pip install ." in dockerfile
+    assert 'ENTRYPOINT ["driftline"]' in dockerfile
+
+
+@pytest.mark.parametrize("name", WORKER_SERVICES)
+def test_worker_command_is_accepted_by_the_cli(services: dict[str, Any], name: str) -> None:
+    """The image's entrypoint is ``driftline``, so each command must parse as its arguments."""
+    command = services[name]["command"]
+    result = subprocess.run(
+        [sys.executable, "-m", "streams.cli", *command, "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, f"`driftline {' '.join(command)}`:\n{result.stderr}"
