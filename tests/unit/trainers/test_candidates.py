@@ -18,8 +18,11 @@ def feed(candidate, n=600, seed=3):
 
 def test_river_single_estimator_with_flat_params():
     hat = build_candidate(
-        {"name": "hat", "river": "tree.HoeffdingAdaptiveTreeClassifier",
-         "params": {"grace_period": 50, "seed": 1}},
+        {
+            "name": "hat",
+            "river": "tree.HoeffdingAdaptiveTreeClassifier",
+            "params": {"grace_period": 50, "seed": 1},
+        },
         "classification",
     )
     assert isinstance(hat, RiverCandidate)
@@ -31,8 +34,11 @@ def test_river_single_estimator_with_flat_params():
 
 def test_river_pipeline_with_bare_names_and_optimizer():
     lr = build_candidate(
-        {"name": "lr", "river": "StandardScaler | linear_model.LogisticRegression",
-         "params": {"LogisticRegression": {"l2": 0.001, "optimizer": {"SGD": 0.05}}}},
+        {
+            "name": "lr",
+            "river": "StandardScaler | linear_model.LogisticRegression",
+            "params": {"LogisticRegression": {"l2": 0.001, "optimizer": {"SGD": 0.05}}},
+        },
         "classification",
     )
     final = lr.model["LogisticRegression"]
@@ -63,9 +69,14 @@ def test_regressor_has_no_probabilities():
 
 def test_sklearn_classifier_batches_and_hashes_strings_and_none():
     sgd = build_candidate(
-        {"name": "sgd", "sklearn": "SGDClassifier",
-         "params": {"loss": "log_loss", "random_state": 0},
-         "batch_size": 10, "n_features": 16, "classes": ["ham", "spam"]},
+        {
+            "name": "sgd",
+            "sklearn": "SGDClassifier",
+            "params": {"loss": "log_loss", "random_state": 0},
+            "batch_size": 10,
+            "n_features": 16,
+            "classes": ["ham", "spam"],
+        },
         "classification",
     )
     assert isinstance(sgd, SklearnCandidate)
@@ -91,8 +102,13 @@ def test_sklearn_classifier_refuses_undeclared_label():
 
 def test_candidates_pickle_round_trip_and_keep_predicting_identically():
     sgd = build_candidate(
-        {"name": "sgd", "sklearn": "SGDClassifier", "params": {"random_state": 0},
-         "batch_size": 50, "classes": [False, True]},
+        {
+            "name": "sgd",
+            "sklearn": "SGDClassifier",
+            "params": {"random_state": 0},
+            "batch_size": 50,
+            "classes": [False, True],
+        },
         "classification",
     )
     feed(sgd, n=275)
@@ -118,28 +134,55 @@ def test_candidate_keeps_its_own_copy_of_the_spec():
         ({"name": "x", "river": "Nope"}, "classification", "no estimator 'Nope' in river modules"),
         ({"name": "x", "river": "drift.ADWIN"}, "classification", "module 'drift' is not allowed"),
         ({"name": "x", "river": "__import__('os')"}, "classification", "no estimator"),
-        ({"name": "x", "river": "tree.HoeffdingTreeRegressor"}, "classification",
-         "is not a classifier"),
-        ({"name": "x", "river": "LogisticRegression | StandardScaler"}, "classification",
-         "not a transformer"),
-        ({"name": "x", "river": "tree.HoeffdingTreeClassifier", "params": {"nope": 1}},
-         "classification", "allowed: .*grace_period"),
-        ({"name": "x", "river": "StandardScaler | LogisticRegression", "params": {"l2": 1}},
-         "classification", "keyed by step class"),
-        ({"name": "x", "river": "naive_bayes.GaussianNB", "params": {"a": float("nan")}},
-         "classification", "not a finite JSON scalar"),
+        (
+            {"name": "x", "river": "tree.HoeffdingTreeRegressor"},
+            "classification",
+            "is not a classifier",
+        ),
+        (
+            {"name": "x", "river": "LogisticRegression | StandardScaler"},
+            "classification",
+            "not a transformer",
+        ),
+        (
+            {"name": "x", "river": "tree.HoeffdingTreeClassifier", "params": {"nope": 1}},
+            "classification",
+            "allowed: .*grace_period",
+        ),
+        (
+            {"name": "x", "river": "StandardScaler | LogisticRegression", "params": {"l2": 1}},
+            "classification",
+            "keyed by step class",
+        ),
+        (
+            {"name": "x", "river": "naive_bayes.GaussianNB", "params": {"a": float("nan")}},
+            "classification",
+            "not a finite JSON scalar",
+        ),
         ({"name": "x", "sklearn": "SVC"}, "classification", "allowed: .*SGDClassifier"),
         ({"name": "x", "sklearn": "SGDRegressor"}, "classification", "is for regression"),
         ({"name": "x", "sklearn": "SGDClassifier"}, "classification", "need 'classes'"),
-        ({"name": "x", "sklearn": "SGDClassifier", "classes": [0, 1], "batch_size": 0},
-         "classification", "'batch_size' must be a positive integer"),
-        ({"name": "x", "sklearn": "SGDRegressor", "params": {"alpha": "high"}}, "regression",
-         "bad params for SGDRegressor"),
-        ({"name": "x", "sklearn": "SGDRegressor", "params": {"nope": 1}}, "regression",
-         "allowed: .*alpha"),
+        (
+            {"name": "x", "sklearn": "SGDClassifier", "classes": [0, 1], "batch_size": 0},
+            "classification",
+            "'batch_size' must be a positive integer",
+        ),
+        (
+            {"name": "x", "sklearn": "SGDRegressor", "params": {"alpha": "high"}},
+            "regression",
+            "bad params for SGDRegressor",
+        ),
+        (
+            {"name": "x", "sklearn": "SGDRegressor", "params": {"nope": 1}},
+            "regression",
+            "allowed: .*alpha",
+        ),
         ({"name": "x"}, "classification", "exactly one of 'river' or 'sklearn'"),
-        ({"name": "x", "river": "naive_bayes.GaussianNB", "extra": 1}, "classification",
-         "unknown keys"),
+        (
+            {"name": "x", "river": "naive_bayes.GaussianNB", "extra": 1},
+            "classification",
+            "unknown keys",
+        ),
         ({"river": "naive_bayes.GaussianNB"}, "classification", "'name' must be"),
         ({"name": "x", "river": "naive_bayes.GaussianNB"}, "ranking", "task must be one of"),
     ],

@@ -1,0 +1,41 @@
+"""Creating driftline's topics, idempotently, with the settings each one needs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from streams.topics import Topics
+
+KEEP_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
+
+
+def ensure_topics(topics: Topics, kafka: Mapping[str, Any], *, partitions: int = 4) -> None:
+    """Create the topics that do not exist yet; existing ones are left as they are.
+
+    The registry is the audit log of every promotion and the dead-letter topic holds the only
+    copy of rejected events: both keep their records forever.
+    """
+    wanted = [
+        NewTopic(topics.labeled, partitions, 1),
+        NewTopic(topics.unlabeled, partitions, 1),
+        NewTopic(topics.predictions, partitions, 1),
+        NewTopic(topics.dlq, 1, 1, topic_configs=KEEP_FOREVER),
+        NewTopic(topics.registry, 1, 1, topic_configs=KEEP_FOREVER),
+    ]
+    admin = KafkaAdminClient(**kafka)
+    try:
+        existing = set(admin.list_topics())
+        missing = [topic for topic in wanted if topic.name not in existing]
+        if not missing:
+            return
+        try:
+            admin.create_topics(missing)
+        except TopicAlreadyExistsError:  # another worker created them meanwhile
+            pass
+    finally:
+        admin.close()

@@ -1,0 +1,60 @@
+"""Model artifacts in Redis: content-addressed, signed, verified before they are unpickled.
+
+An artifact is stored under ``<prefix>artifact:<sha256>``: storing the same bytes twice is a
+no-op, and a key can never hold other bytes than its name says. The signature (HMAC-SHA256 with
+the deployment's key) travels in the registry record, not in Redis, so whoever can write to
+Redis still cannot make a worker load a model of their own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from streams.registry import ArtifactRef
+from trainers.errors import ArtifactIntegrityError
+from trainers.serialization import dumps, sha256_hex, sign, verify_and_load
+
+DEFAULT_REDIS_PREFIX = "driftline:"
+
+
+def redis_prefix(environ: Mapping[str, str] | None = None) -> str:
+    """Namespace of driftline's Redis keys: ``$DRIFTLINE_REDIS_PREFIX`` (default ``driftline:``)."""
+    env = os.environ if environ is None else environ
+    return env.get("DRIFTLINE_REDIS_PREFIX", DEFAULT_REDIS_PREFIX)
+
+
+def artifact_key(prefix: str, sha256: str) -> str:
+    return f"{prefix}artifact:{sha256}"
+
+
+def pack(model: Any, *, prefix: str, key: bytes) -> tuple[bytes, ArtifactRef]:
+    """Serialize ``model`` and describe it: its Redis key, digest, size and signature."""
+    blob = dumps(model)
+    digest = sha256_hex(blob)
+    return blob, ArtifactRef(
+        key=artifact_key(prefix, digest), sha256=digest, size=len(blob), signature=sign(blob, key)
+    )
+
+
+async def store(client: aioredis.Redis, blob: bytes, ref: ArtifactRef) -> None:
+    """Store an artifact (idempotent: its key is its digest)."""
+    await client.set(ref.key, blob, nx=True)
+
+
+def load(client: redis.Redis, ref: ArtifactRef, *, key: bytes) -> Any:
+    """Fetch an artifact and unpickle it only if its digest and signature check out.
+
+    Raises :class:`~trainers.errors.ArtifactIntegrityError` for a missing, altered or unsigned
+    artifact, or one signed with another key.
+    """
+    if ref.key != artifact_key(ref.key.rsplit("artifact:", 1)[0], ref.sha256):
+        raise ArtifactIntegrityError(f"key {ref.key} does not name digest {ref.sha256}")
+    blob = client.get(ref.key)
+    if blob is None:
+        raise ArtifactIntegrityError(f"missing: no artifact under {ref.key}")
+    return verify_and_load(blob, sha256=ref.sha256, signature=ref.signature, key=key)
