@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,9 +34,8 @@ def ensure_topics(topics: Topics, kafka: Mapping[str, Any], *, partitions: int =
         missing = [topic for topic in wanted if topic.name not in existing]
         if not missing:
             return
-        try:
+        # Another worker may create them meanwhile.
+        with contextlib.suppress(TopicAlreadyExistsError):
             admin.create_topics(missing)
-        except TopicAlreadyExistsError:  # another worker created them meanwhile
-            pass
     finally:
         admin.close()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import redis
 import redis.asyncio as aioredis
 
 # KEYS: epoch, cursor, models hash. ARGV: expected epoch, cursor, then model/snapshot pairs.
@@ -40,6 +41,28 @@ for i = 3, #ARGV, 2 do
 end
 return 1
 """
+
+
+def checkpoint_namespace(prefix: str, group: str) -> str:
+    return f"{prefix}checkpoint:{group}"
+
+
+def checkpoint_keys(namespace: str, topic: str, partition: int) -> list[str]:
+    """The epoch, cursor and models keys of one partition's checkpoint."""
+    base = f"{namespace}:{topic}:{partition}"
+    return [f"{base}:epoch", f"{base}:cursor", f"{base}:models"]
+
+
+def read_checkpoint(
+    client: redis.Redis, *, prefix: str, group: str, topic: str, partition: int
+) -> tuple[int, dict[str, bytes]]:
+    """A partition's saved cursor and model snapshots, for inspection (it claims nothing)."""
+    _, cursor_key, models_key = checkpoint_keys(
+        checkpoint_namespace(prefix, group), topic, partition
+    )
+    cursor = client.get(cursor_key)
+    snapshots = {name.decode(): blob for name, blob in client.hgetall(models_key).items()}
+    return (int(cursor) if cursor is not None else -1), snapshots
 
 
 class CheckpointFenced(RuntimeError):
@@ -70,18 +93,20 @@ class CheckpointStore:
 
     def __init__(self, client: aioredis.Redis, *, prefix: str, group: str) -> None:
         self._client = client
-        self._namespace = f"{prefix}checkpoint:{group}"
+        self._namespace = checkpoint_namespace(prefix, group)
         self._save = client.register_script(_SAVE_IF_OWNER)
 
     def _keys(self, topic: str, partition: int) -> list[str]:
-        base = f"{self._namespace}:{topic}:{partition}"
-        return [f"{base}:epoch", f"{base}:cursor", f"{base}:models"]
+        return checkpoint_keys(self._namespace, topic, partition)
 
     async def claim(self, topic: str, partition: int) -> Claim:
         """Take the partition over: fence out its previous owner, then read its checkpoint."""
         epoch_key, cursor_key, models_key = self._keys(topic, partition)
         epoch = await self._client.incr(epoch_key)
-        cursor, snapshots = await self._client.get(cursor_key), await self._client.hgetall(models_key)
+        cursor, snapshots = (
+            await self._client.get(cursor_key),
+            await self._client.hgetall(models_key),
+        )
         return Claim(
             epoch=int(epoch),
             cursor=int(cursor) if cursor is not None else -1,
@@ -97,8 +122,3 @@ class CheckpointStore:
             args += [model, blob]
         if not await self._save(keys=self._keys(topic, partition), args=args):
             raise CheckpointFenced(f"{topic}[{partition}] was claimed by another worker")
-
-    async def snapshots(self, topic: str, partition: int) -> dict[str, bytes]:
-        """The saved snapshots of a partition's models (for inspection, not for ownership)."""
-        stored = await self._client.hgetall(self._keys(topic, partition)[2])
-        return {name.decode(): blob for name, blob in stored.items()}

@@ -35,6 +35,65 @@ def _stack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    import faust
+
+    from streams.admin import ensure_topics
+    from streams.artifacts import redis_prefix
+    from streams.config import kafka_settings, load_config, redis_url, signing_key
+    from streams.trainer_worker import create_app
+
+    config = load_config(args.config)
+    kafka = kafka_settings()
+    ensure_topics(config.topics, kafka, partitions=config.worker.partitions)
+    app = create_app(
+        config,
+        kafka=kafka,
+        redis_url=redis_url(),
+        redis_prefix=redis_prefix(),
+        signing_key=signing_key(),
+    )
+    faust.Worker(app, loglevel=args.log_level, quiet=True).execute_from_commandline()
+    return 0
+
+
+def _produce(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from streams import replay
+    from streams.config import kafka_settings
+    from streams.producer import EventProducer
+
+    if args.file:
+        events = replay.from_file(args.file, model=args.model, label=args.label)
+    elif args.dataset:
+        events = replay.from_dataset(args.dataset, model=args.model)
+    else:
+        events = replay.from_drift(
+            args.synthetic,
+            model=args.model,
+            events=args.events,
+            drift_at=args.drift_at,
+            width=args.width,
+            seed=args.seed,
+            noise=args.noise,
+        )
+    settings = kafka_settings()
+    sent = 0
+    with (
+        EventProducer(settings.pop("bootstrap_servers"), **settings) as producer,
+        Progress(transient=True, disable=args.quiet) as progress,
+    ):
+        task = progress.add_task(f"producing {args.model}", total=args.events)
+        for event in replay.paced(events, rate=args.rate, limit=args.events):
+            producer.send(event)
+            sent += 1
+            progress.advance(task)
+        producer.flush()
+    print(f"sent {sent} events for {args.model}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="driftline",
@@ -55,11 +114,48 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=20.0, help="with down: seconds before a process is killed"
     )
     stack.set_defaults(handler=_stack)
+
+    worker = commands.add_parser("worker", help="run a trainer worker (faust)")
+    worker.add_argument("--config", type=Path, required=True, help="TOML or YAML configuration")
+    worker.add_argument("--log-level", default="warning")
+    worker.set_defaults(handler=_worker)
+
+    produce = commands.add_parser("produce", help="publish labeled events")
+    source = produce.add_mutually_exclusive_group(required=True)
+    source.add_argument("--file", type=Path, help="a CSV (with a header) or JSON-lines file")
+    source.add_argument("--dataset", help="a dataset river ships, e.g. Phishing")
+    source.add_argument(
+        "--synthetic",
+        choices=["sea", "agrawal", "hyperplane"],
+        help="a synthetic stream with a concept switch",
+    )
+    produce.add_argument("--model", default=None, help="model name (default: the source's)")
+    produce.add_argument("--label", default="label", help="with --file: the label column")
+    produce.add_argument("--events", type=int, default=None, help="how many (default: all)")
+    produce.add_argument(
+        "--drift-at",
+        type=int,
+        default=None,
+        help="with --synthetic: index of the concept switch (default: half)",
+    )
+    produce.add_argument("--width", type=int, default=1, help="1: abrupt switch; more: gradual")
+    produce.add_argument("--seed", type=int, default=42)
+    produce.add_argument("--noise", type=float, default=0.0, help="label noise probability")
+    produce.add_argument("--rate", type=float, default=None, help="events/s (default: max)")
+    produce.add_argument("--quiet", action="store_true", help="no progress bar")
+    produce.set_defaults(handler=_produce)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "produce":
+        if args.synthetic and args.events is None:
+            parser.error("--synthetic needs --events")
+        args.model = args.model or args.synthetic or args.dataset or (args.file and args.file.stem)
+        if args.synthetic and args.drift_at is None:
+            args.drift_at = args.events // 2
     handler: Handler = args.handler
     return handler(args)
 

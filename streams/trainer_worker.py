@@ -1,0 +1,332 @@
+"""The trainer worker: a faust app whose agent feeds labeled events to ``trainers``.
+
+The agent is thin: it hands each raw record to :class:`TrainingRuntime`, which decodes it, sends a
+malformed one to the dead-letter topic with its reason, lets the model's
+:class:`~trainers.trainer.ModelTrainer` learn a good one, publishes a promotion, and checkpoints.
+
+Exactly-once learning rests on three rules (the checkpoint protocol is in
+:mod:`streams.checkpoint`):
+
+- the agent runs with ``concurrency=1`` on a stream without automatic acknowledgements, and an
+  event is acknowledged to faust only after the checkpoint that covers it is saved;
+- on its first event from a partition, the worker claims the partition (fencing out any previous
+  owner) and restores its models and cursor; events at or before the cursor are skipped;
+- a promotion is published once per (model, version): the trainer is deterministic, so replaying
+  events after a crash issues the same versions again, and those already in the registry are not
+  published twice.
+
+Promotion, in order: serialize the promoted candidate; store it in Redis under its sha256 digest;
+sign it; publish the model version to the registry topic and wait for the broker's
+acknowledgement; checkpoint. No registry record is ever published without its stored artifact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import redis.asyncio as aioredis
+from faust.types import TP, EventT
+
+from streams import artifacts
+from streams.checkpoint import CheckpointFenced, CheckpointStore
+from streams.config import DriftlineConfig
+from streams.contract import InvalidEvent, dead_letter_record, decode_labeled
+from streams.registry import ModelVersion, latest_versions
+from trainers.errors import LabelError
+from trainers.trainer import ModelTrainer, Promotion
+
+log = logging.getLogger("driftline.trainer")
+
+Send = Callable[[str, bytes, bytes], Awaitable[Awaitable[Any]]]
+"""Sends (topic, key, value); returns an awaitable that resolves once the broker has the record."""
+
+
+@dataclass
+class PartitionState:
+    """What a worker holds for one partition it owns."""
+
+    epoch: int
+    cursor: int
+    trainers: dict[str, ModelTrainer]
+    pending: list[EventT] = field(default_factory=list)
+    dirty: set[str] = field(default_factory=set)
+
+
+class TrainingRuntime:
+    """Everything the trainer agent does, apart from being a faust agent.
+
+    Parameters
+    ----------
+    config
+        The parsed configuration (models, worker settings, topics).
+    checkpoints
+        Where partition checkpoints are saved.
+    redis_client
+        Where artifacts are stored.
+    send
+        Produces a record and gives back its delivery.
+    published_versions
+        Reads the registry: the highest version published so far per model.
+    signing_key
+        The artifact signing key.
+    redis_prefix
+        Namespace of driftline's Redis keys.
+    """
+
+    def __init__(
+        self,
+        config: DriftlineConfig,
+        *,
+        checkpoints: CheckpointStore,
+        redis_client: aioredis.Redis,
+        send: Send,
+        published_versions: Callable[[], Awaitable[dict[str, int]]],
+        signing_key: bytes,
+        redis_prefix: str,
+    ) -> None:
+        self.config = config
+        self.checkpoints = checkpoints
+        self.redis = redis_client
+        self.send = send
+        self.published_versions = published_versions
+        self.signing_key = signing_key
+        self.redis_prefix = redis_prefix
+        self.partitions: dict[TP, PartitionState] = {}
+        # Partitions another worker claimed: their events are left alone until reassigned.
+        self.lost: set[TP] = set()
+        self.published: dict[str, int] = {}
+        self.lock = asyncio.Lock()
+        self._in_flight: list[Awaitable[Any]] = []
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+
+    async def handle(self, event: EventT) -> None:
+        """Handle one record of the labeled-events topic (the agent's whole body)."""
+        message = event.message
+        async with self.lock:
+            if message.tp in self.lost:
+                return
+            state = self.partitions.get(message.tp) or await self._claim(message.tp)
+            if message.offset <= state.cursor:
+                event.ack()  # already in the restored state
+                return
+            state.pending.append(event)
+            self._since_checkpoint += 1
+            await self._learn(state, message.tp, message.offset, message.key, message.value)
+            state.cursor = message.offset
+            if self._checkpoint_due():
+                await self._checkpoint()
+
+    async def checkpoint(self) -> None:
+        """Flush, persist and commit every owned partition (see :mod:`streams.checkpoint`)."""
+        async with self.lock:
+            await self._checkpoint()
+
+    async def release(self, revoked: set[TP]) -> None:
+        """Checkpoint partitions this worker loses, then forget them."""
+        async with self.lock:
+            await self._checkpoint()
+            for tp in revoked:
+                self.partitions.pop(tp, None)
+
+    def assigned(self, tps: set[TP]) -> None:
+        """Partitions (re)assigned by the group may be claimed again."""
+        self.lost -= tps
+
+    async def _claim(self, tp: TP) -> PartitionState:
+        claim = await self.checkpoints.claim(tp.topic, tp.partition)
+        self.published = await self.published_versions()
+        trainers = {
+            model: ModelTrainer.restore(blob)
+            for model, blob in claim.snapshots.items()
+            if model in self.config.models
+        }
+        log.info(
+            "claimed %s[%d] (epoch %d): resuming after offset %d with models %s",
+            tp.topic,
+            tp.partition,
+            claim.epoch,
+            claim.cursor,
+            sorted(trainers),
+        )
+        state = PartitionState(epoch=claim.epoch, cursor=claim.cursor, trainers=trainers)
+        self.partitions[tp] = state
+        return state
+
+    async def _learn(
+        self, state: PartitionState, tp: TP, offset: int, key: bytes | None, raw: bytes | None
+    ) -> None:
+        try:
+            event = decode_labeled(raw, max_bytes=self.config.worker.max_event_bytes)
+            spec = self.config.models.get(event.model)
+            if spec is None:
+                raise InvalidEvent("unknown_model", f"model {event.model!r} is not configured")
+            trainer = state.trainers.get(event.model)
+            if trainer is None:
+                trainer = state.trainers[event.model] = ModelTrainer(spec)
+            promotion = trainer.learn(
+                event.features, event.label, topic=tp.topic, partition=tp.partition, offset=offset
+            )
+        except InvalidEvent as error:
+            await self._dead_letter(raw, error, tp, offset, key)
+            return
+        except LabelError as error:
+            await self._dead_letter(
+                raw, InvalidEvent("label_mismatch", str(error)), tp, offset, key
+            )
+            return
+        except Exception as error:  # a model that fails on an event must not stop the worker
+            log.exception("model error on %s[%d]@%d", tp.topic, tp.partition, offset)
+            reason = InvalidEvent("model_error", f"{type(error).__name__}: {error}")
+            await self._dead_letter(raw, reason, tp, offset, key)
+            return
+        state.dirty.add(event.model)
+        if promotion is not None:
+            await self._promote(promotion)
+            await self._checkpoint()
+
+    async def _dead_letter(
+        self, raw: bytes | None, error: InvalidEvent, tp: TP, offset: int, key: bytes | None
+    ) -> None:
+        log.warning("dead letter %s[%d]@%d: %s", tp.topic, tp.partition, offset, error.reason)
+        dlq_key, dlq_value = dead_letter_record(
+            raw or b"", error, topic=tp.topic, partition=tp.partition, offset=offset, key=key
+        )
+        self._in_flight.append(await self.send(self.config.topics.dlq, dlq_key, dlq_value))
+
+    async def _promote(self, promotion: Promotion) -> None:
+        if promotion.version <= self.published.get(promotion.model, 0):
+            log.info("%s v%d is already in the registry", promotion.model, promotion.version)
+            return
+        blob, ref = artifacts.pack(
+            promotion.estimator, prefix=self.redis_prefix, key=self.signing_key
+        )
+        await artifacts.store(self.redis, blob, ref)
+        record = ModelVersion(
+            model=promotion.model,
+            version=promotion.version,
+            kind=promotion.kind,
+            candidate={"name": promotion.candidate, "params": promotion.candidate_params},
+            previous_version=promotion.previous_version,
+            reason=promotion.reason,
+            evidence=promotion.evidence,
+            lineage=promotion.lineage,
+            artifact=ref,
+        )
+        delivery = await self.send(
+            self.config.topics.registry, promotion.model.encode(), record.to_json()
+        )
+        await delivery
+        self.published[promotion.model] = promotion.version
+        log.info(
+            "published %s v%d (%s): %s",
+            promotion.model,
+            promotion.version,
+            promotion.candidate,
+            promotion.reason,
+        )
+
+    def _checkpoint_due(self) -> bool:
+        settings = self.config.worker
+        return (
+            self._since_checkpoint >= settings.checkpoint_every
+            or time.monotonic() - self._last_checkpoint >= settings.checkpoint_interval
+        )
+
+    async def _checkpoint(self) -> None:
+        # 1. flush: every dead letter and registry record is on the broker.
+        in_flight, self._in_flight = self._in_flight, []
+        await asyncio.gather(*in_flight)
+        for tp, state in list(self.partitions.items()):
+            if not state.pending:
+                continue
+            # 2. persist: cursor and snapshots, atomically, unless fenced.
+            try:
+                await self.checkpoints.save(
+                    tp.topic,
+                    tp.partition,
+                    epoch=state.epoch,
+                    cursor=state.cursor,
+                    snapshots={m: state.trainers[m].snapshot() for m in state.dirty},
+                )
+            except CheckpointFenced:
+                log.warning("%s[%d] was taken over by another worker; dropping it", *tp)
+                del self.partitions[tp]
+                self.lost.add(tp)
+                continue
+            # 3. commit: faust may now commit these offsets.
+            for event in state.pending:
+                event.ack()
+            state.pending.clear()
+            state.dirty.clear()
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+
+
+def create_app(
+    config: DriftlineConfig,
+    *,
+    kafka: dict[str, Any],
+    redis_url: str,
+    redis_prefix: str,
+    signing_key: bytes,
+) -> faust.App:
+    """The trainer worker's faust app: one topic in, one agent, a checkpoint timer."""
+    app = faust.App(
+        config.worker.group,
+        broker=f"kafka://{kafka['bootstrap_servers']}",
+        store="memory://",
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        topic_partitions=config.worker.partitions,
+        stream_wait_empty=False,
+    )
+    labeled = app.topic(config.topics.labeled, key_serializer="raw", value_serializer="raw")
+    topics = {
+        name: app.topic(name, key_serializer="raw", value_serializer="raw")
+        for name in (config.topics.dlq, config.topics.registry)
+    }
+    client = aioredis.Redis.from_url(redis_url)
+
+    async def send(topic: str, key: bytes, value: bytes) -> Awaitable[Any]:
+        return await topics[topic].send(key=key, value=value)
+
+    async def published_versions() -> dict[str, int]:
+        return await asyncio.to_thread(latest_versions, config.topics.registry, kafka)
+
+    runtime = TrainingRuntime(
+        config,
+        checkpoints=CheckpointStore(client, prefix=redis_prefix, group=config.worker.group),
+        redis_client=client,
+        send=send,
+        published_versions=published_versions,
+        signing_key=signing_key,
+        redis_prefix=redis_prefix,
+    )
+    app.driftline_runtime = runtime
+
+    @app.agent(labeled, concurrency=1)
+    async def train(stream: faust.StreamT) -> None:
+        async for event in stream.noack().events():
+            await runtime.handle(event)
+
+    @app.timer(interval=config.worker.checkpoint_interval)
+    async def checkpoint() -> None:
+        await runtime.checkpoint()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set[TP], **_: Any) -> None:
+        await runtime.release(revoked)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app: faust.App, assigned: set[TP], **_: Any) -> None:
+        runtime.assigned(assigned)
+
+    return app
