@@ -13,6 +13,9 @@ from kafka.errors import TopicAlreadyExistsError
 from streams.topics import Topics
 
 KEEP_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
+#: A dead letter carries its original bytes in base64 (4/3 of their size): an event just under
+#: the broker's default 1 MiB limit must still fit.
+DEAD_LETTER_MAX_BYTES = 4 * 1024 * 1024
 
 
 def ensure_topics(topics: Topics, kafka: Mapping[str, Any], *, partitions: int = 4) -> None:
@@ -25,7 +28,12 @@ def ensure_topics(topics: Topics, kafka: Mapping[str, Any], *, partitions: int =
         NewTopic(topics.labeled, partitions, 1),
         NewTopic(topics.unlabeled, partitions, 1),
         NewTopic(topics.predictions, partitions, 1),
-        NewTopic(topics.dlq, 1, 1, topic_configs=KEEP_FOREVER),
+        NewTopic(
+            topics.dlq,
+            1,
+            1,
+            topic_configs={**KEEP_FOREVER, "max.message.bytes": str(DEAD_LETTER_MAX_BYTES)},
+        ),
         NewTopic(topics.registry, 1, 1, topic_configs=KEEP_FOREVER),
     ]
     admin = KafkaAdminClient(**kafka)

@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 from faust.types import TP, EventT
 
 from streams import artifacts
+from streams.admin import DEAD_LETTER_MAX_BYTES
 from streams.checkpoint import CheckpointFenced, CheckpointStore
 from streams.config import DriftlineConfig
 from streams.contract import InvalidEvent, dead_letter_record, decode_labeled
@@ -285,6 +286,7 @@ def create_app(
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_max_request_size=DEAD_LETTER_MAX_BYTES,
         topic_partitions=config.worker.partitions,
         stream_wait_empty=False,
     )

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -131,3 +133,46 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def driftline_env(kafka_bootstrap: str, redis_url: str, unique: Callable[[str], str]) -> dict:
+    """Environment for driftline processes of one test: its own topics, keys and group."""
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "REDIS_URL": redis_url,
+        "DRIFTLINE_SIGNING_KEY": "test-signing-key",
+        "DRIFTLINE_TOPIC_PREFIX": unique("dl") + ".",
+        "DRIFTLINE_REDIS_PREFIX": unique("dl") + ":",
+        "DRIFTLINE__worker__group": unique("trainer"),
+        "DRIFTLINE__worker__checkpoint_interval": "0.5",
+    }
+
+
+@pytest.fixture
+def spawn(driftline_env: dict, tmp_path) -> Iterator[Callable[..., subprocess.Popen]]:
+    """Start ``driftline ARGS`` in the background (stopped, at the latest, after the test)."""
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str, env: dict | None = None, name: str = "driftline") -> subprocess.Popen:
+        log = open(tmp_path / f"{name}-{len(started)}.log", "wb")  # noqa: SIM115
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", *args],
+            env=env or driftline_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        process.log_path = log.name
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -227,6 +227,10 @@ class ModelTrainer:
             ]
         return lineage
 
+    def candidate(self, name: str) -> Candidate:
+        """The live candidate called `name` (it goes on learning; promotions serve copies)."""
+        return self._by_name[name]
+
     def last_offset(self, topic: str, partition: int) -> int | None:
         """Offset of the last event learned from `topic`/`partition`, None if none was."""
         span = self._offsets.get((topic, partition))

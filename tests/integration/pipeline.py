@@ -1,0 +1,110 @@
+"""Helpers for tests that run trainer workers against the real broker and Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+from kafka import KafkaProducer
+
+from streams import replay
+from streams.checkpoint import read_checkpoint
+from streams.config import DriftlineConfig, load_config
+from streams.contract import encode_event
+from streams.registry import ModelVersion, read_registry
+from streams.topics import Topics
+from trainers.trainer import ModelTrainer, Promotion
+
+SEA_CONFIG = Path(__file__).parents[2] / "examples" / "sea.toml"
+
+
+@dataclass
+class Deployment:
+    """One test's view of a driftline deployment: its topics, Redis namespace and group."""
+
+    env: dict[str, str]
+
+    @property
+    def topics(self) -> Topics:
+        return Topics.from_prefix(self.env["DRIFTLINE_TOPIC_PREFIX"])
+
+    @property
+    def kafka(self) -> dict[str, str]:
+        return {"bootstrap_servers": self.env["KAFKA_BOOTSTRAP_SERVERS"]}
+
+    def config(self, path: Path = SEA_CONFIG) -> DriftlineConfig:
+        return load_config(path, self.env)
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.env["REDIS_URL"])
+
+    def send_raw(self, records: Iterable[tuple[bytes, bytes]]) -> None:
+        """Produce (key, value) records as they are, valid or not, to the labeled topic."""
+        producer = KafkaProducer(acks="all", max_request_size=2**21, **self.kafka)
+        for key, value in records:
+            producer.send(self.topics.labeled, key=key, value=value)
+        producer.flush()
+        producer.close()
+
+    def trainers(self) -> dict[str, ModelTrainer]:
+        """The models as the workers' last checkpoints hold them."""
+        client = self.redis()
+        found: dict[str, ModelTrainer] = {}
+        for partition in range(self.config().worker.partitions):
+            _, snapshots = read_checkpoint(
+                client,
+                prefix=self.env["DRIFTLINE_REDIS_PREFIX"],
+                group=self.env["DRIFTLINE__worker__group"],
+                topic=self.topics.labeled,
+                partition=partition,
+            )
+            found.update({m: ModelTrainer.restore(blob) for m, blob in snapshots.items()})
+        return found
+
+    def registry(self) -> list[ModelVersion]:
+        return list(read_registry(self.topics.registry, self.kafka))
+
+    def wait_until_learned(self, model: str, events: int, *, timeout: float = 120) -> ModelTrainer:
+        """Wait until the checkpoint of ``model`` holds ``events`` events."""
+        return wait_for(
+            lambda: (t := self.trainers().get(model)) is not None and t.events >= events and t,
+            timeout=timeout,
+            what=f"{model} to learn {events} events",
+        )
+
+
+def wait_for(condition: Callable[[], Any], *, timeout: float, what: str, every: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def sea_events(n: int = 40_000, drift_at: int = 20_000, seed: int = 42) -> list[dict[str, Any]]:
+    return list(replay.from_drift("sea", model="sea", events=n, drift_at=drift_at, seed=seed))
+
+
+def encoded(events: Iterable[dict[str, Any]]) -> Iterable[tuple[bytes, bytes]]:
+    return ((event["model"].encode(), encode_event(event)) for event in events)
+
+
+def train_in_process(
+    config: DriftlineConfig, events: Iterable[dict[str, Any]], topic: str
+) -> tuple[ModelTrainer, list[Promotion]]:
+    """The uninterrupted reference: the same events through one trainer, offsets 0, 1, 2, ..."""
+    trainer = ModelTrainer(config.models["sea"])
+    promotions = []
+    for offset, event in enumerate(events):
+        promotion = trainer.learn(
+            event["features"], event["label"], topic=topic, partition=0, offset=offset
+        )
+        if promotion:
+            promotions.append(promotion)
+    return trainer, promotions
