@@ -108,8 +108,8 @@ def manual_record(
 ) -> ModelVersion:
     """The record that makes ``target`` (a trainer's record) serve again, by an operator's hand.
 
-    It repeats ``target``'s version, candidate, artifact and lineage: manual records never issue
-    a version number, and the artifact stays the one the trainer signed.
+    It repeats ``target``'s version, candidate, artifact, lineage and libraries: manual records
+    never issue a version number, and the artifact stays the one the trainer signed.
     """
     if kind not in MANUAL_KINDS:
         raise ValueError(f"a manual record's kind is one of {sorted(MANUAL_KINDS)}, not {kind!r}")
@@ -125,6 +125,8 @@ def manual_record(
         evidence={},
         lineage=target.lineage,
         artifact=target.artifact,
+        # What trained the artifact, not what publishes the record: it is the same artifact.
+        libraries=target.libraries,
         operator=operator,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import signal
 
@@ -39,7 +40,7 @@ def test_sea_drift_promotes_after_the_switch_and_every_artifact_loads(driftline_
     ]
     assert after_switch, [(v.version, v.evidence.get("window")) for v in versions]
     assert [v.version for v in versions] == list(range(1, len(versions) + 1))
-    for previous, version in zip(versions, versions[1:], strict=False):
+    for previous, version in itertools.pairwise(versions):
         assert version.previous_version == previous.version
 
     key = driftline_env["DRIFTLINE_SIGNING_KEY"].encode()

@@ -1,0 +1,135 @@
+"""Events/s of one trainer worker end to end, next to the same candidates in-process.
+
+Both run in this one command over the same events, so the ratio is measured under the same
+machine load. The worker's rate counts from its first checkpoint to the one that holds every
+event, so its start-up (JVM-free, but faust's group join) is left out and reported apart.
+
+    .venv/bin/python bench/pipeline_throughput.py [--events 200000]
+
+Uses KAFKA_BOOTSTRAP_SERVERS / REDIS_URL when set, else starts a local stack for the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import redis
+from kafka import KafkaProducer
+
+from streams.checkpoint import read_checkpoint
+from streams.config import load_config
+from streams.contract import encode_event
+from streams.replay import from_drift
+from streams.stack import LocalStack
+from streams.topics import Topics
+from trainers.trainer import ModelTrainer
+
+CONFIG = Path(__file__).with_name("throughput.toml")
+
+
+@contextlib.contextmanager
+def services():
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("REDIS_URL"):
+        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"], os.environ["REDIS_URL"]
+        return
+    with tempfile.TemporaryDirectory() as state:
+        stack = LocalStack(Path(state))
+        try:
+            endpoints = stack.up()
+            yield endpoints.kafka_bootstrap, endpoints.redis_url
+        finally:
+            stack.down()
+
+
+def in_process_rate(events: list[dict]) -> float:
+    trainer = ModelTrainer(load_config(CONFIG).models["bench"])
+    start = time.perf_counter()
+    for offset, event in enumerate(events):
+        trainer.learn(event["features"], event["label"], topic="t", partition=0, offset=offset)
+    return len(events) / (time.perf_counter() - start)
+
+
+def worker_rate(events: list[dict], bootstrap: str, redis_url: str) -> tuple[float, float]:
+    run = uuid.uuid4().hex[:8]
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "REDIS_URL": redis_url,
+        "DRIFTLINE_SIGNING_KEY": "bench",
+        "DRIFTLINE_TOPIC_PREFIX": f"bench-{run}.",
+        "DRIFTLINE_REDIS_PREFIX": f"bench-{run}:",
+        "DRIFTLINE__worker__group": f"bench-{run}",
+    }
+    topics = Topics.from_prefix(env["DRIFTLINE_TOPIC_PREFIX"])
+    from streams.admin import ensure_topics
+
+    ensure_topics(topics, {"bootstrap_servers": bootstrap}, partitions=1)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=256 * 1024
+    )
+    for event in events:
+        producer.send(topics.labeled, key=b"bench", value=encode_event(event))
+    producer.flush()
+    producer.close()
+
+    client = redis.Redis.from_url(redis_url)
+    launched = time.perf_counter()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "worker", "--config", str(CONFIG)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    first: tuple[float, int] | None = None
+    try:
+        while True:
+            cursor, _ = read_checkpoint(
+                client,
+                prefix=env["DRIFTLINE_REDIS_PREFIX"],
+                group=env["DRIFTLINE__worker__group"],
+                topic=topics.labeled,
+                partition=0,
+            )
+            now = time.perf_counter()
+            if cursor >= 0 and first is None:
+                first = (now, cursor + 1)
+            if cursor + 1 >= len(events):
+                break
+            if worker.poll() is not None:
+                raise RuntimeError("the worker exited early")
+            time.sleep(0.05)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert first is not None
+    return (len(events) - first[1]) / (now - first[0]), first[0] - launched
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    args = parser.parse_args()
+    events = list(
+        from_drift(
+            "hyperplane", model="bench", events=args.events, drift_at=args.events // 2, seed=1
+        )
+    )
+    with services() as (bootstrap, redis_url):
+        baseline = in_process_rate(events)
+        end_to_end, startup = worker_rate(events, bootstrap, redis_url)
+    print(f"events:               {args.events}")
+    print(f"in-process trainer:   {baseline:10,.0f} events/s")
+    print(f"worker, end to end:   {end_to_end:10,.0f} events/s  (start-up {startup:.1f} s)")
+    print(f"ratio:                {end_to_end / baseline:10.2f}  (target >= 0.5)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""``driftline registry``: read the model registry and promote or roll back by hand.
+
+::
+
+    driftline registry ls                                  # every model and the version serving it
+    driftline registry show MODEL [VERSION]                # a record as JSON (default: serving)
+    driftline registry history MODEL                       # every record of a model, in order
+    driftline registry diff MODEL V1 V2                    # the fields that differ between two
+    driftline registry promote MODEL VERSION --reason TEXT
+    driftline registry rollback MODEL --to VERSION --reason TEXT
+
+Promote and rollback publish a manual record (see :mod:`streams.registry`) signed off with
+``$DRIFTLINE_OPERATOR`` or the OS user. Errors go to stderr with exit status 2. This module's
+imports stay light because ``driftline``'s parser is built on every command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streams.registry import ModelVersion
+    from streams.registry_client import RegistryClient
+
+__all__ = ["add_registry_parser", "record_differences", "run"]
+
+# Fields every record of a model has in common, or that always differ: not worth a diff row.
+_NOT_DIFFED = frozenset({"model", "version", "created_at"})
+
+
+def add_registry_parser(
+    commands: argparse._SubParsersAction, *, handler: Callable[[argparse.Namespace], int]
+) -> None:
+    """Add ``registry`` and its actions to ``driftline``'s subcommands."""
+    registry = commands.add_parser("registry", help="read the model registry, promote, roll back")
+    actions = registry.add_subparsers(dest="action", required=True)
+    actions.add_parser("ls", help="every model and the version serving it")
+    show = actions.add_parser("show", help="a record as JSON (default: the serving one)")
+    show.add_argument("model")
+    show.add_argument("version", type=int, nargs="?", default=None)
+    history = actions.add_parser("history", help="every record of a model, in log order")
+    history.add_argument("model")
+    diff = actions.add_parser("diff", help="the fields that differ between two versions")
+    diff.add_argument("model")
+    diff.add_argument("first", type=int, metavar="V1")
+    diff.add_argument("second", type=int, metavar="V2")
+    promote = actions.add_parser("promote", help="make a version serve now (a manual record)")
+    promote.add_argument("model")
+    promote.add_argument("version", type=int)
+    promote.add_argument("--reason", required=True, help="why, for the audit log")
+    rollback = actions.add_parser("rollback", help="serve an earlier version again")
+    rollback.add_argument("model")
+    rollback.add_argument("--to", type=int, required=True, dest="version", metavar="VERSION")
+    rollback.add_argument("--reason", required=True, help="why, for the audit log")
+    registry.set_defaults(handler=handler)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Carry out ``driftline registry ACTION``; returns the exit status."""
+    from streams.config import ConfigFileError
+    from streams.registry_client import RegistryClient, RegistryError
+
+    try:
+        with RegistryClient() as client:
+            _ACTIONS[args.action](client, args)
+    except (RegistryError, ConfigFileError, ValueError) as error:
+        print(f"driftline registry {args.action}: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def record_differences(first: ModelVersion, second: ModelVersion) -> list[tuple[str, Any, Any]]:
+    """``(field, first's value, second's value)`` for every field that differs.
+
+    Nested fields are compared leaf by leaf under dotted names (``evidence.p_value``,
+    ``candidate.params.params.LogisticRegression.optimizer.SGD``); a field one side lacks is
+    None there.
+    """
+    left = dict(_leaves(_diffable(first)))
+    right = dict(_leaves(_diffable(second)))
+    return [
+        (name, left.get(name), right.get(name))
+        for name in sorted(left.keys() | right.keys())
+        if left.get(name) != right.get(name)
+    ]
+
+
+def _diffable(record: ModelVersion) -> dict[str, Any]:
+    return {name: value for name, value in asdict(record).items() if name not in _NOT_DIFFED}
+
+
+def _leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(value, Mapping) and value:
+        for name, inner in value.items():
+            yield from _leaves(inner, f"{path}.{name}" if path else str(name))
+    else:
+        yield path, value
+
+
+def _ls(client: RegistryClient, args: argparse.Namespace) -> None:
+    serving = client.serving()
+    if not serving:
+        print("the registry holds no models yet", file=sys.stderr)
+        return
+    table = _table("model", "serving", "kind", "candidate", "since", "by")
+    for model in sorted(serving):
+        record = serving[model]
+        table.add_row(
+            model,
+            f"v{record.version}",
+            record.kind,
+            str(record.candidate.get("name", "")),
+            record.created_at,
+            record.operator or "trainer",
+        )
+    _print(table)
+
+
+def _show(client: RegistryClient, args: argparse.Namespace) -> None:
+    from streams.registry_client import UnknownModelError
+
+    if args.version is None:
+        record = client.latest(args.model)
+        if record is None:
+            raise UnknownModelError(args.model)
+    else:
+        record = client.get(args.model, args.version)
+    print(json.dumps(asdict(record), indent=2, default=str))
+
+
+def _history(client: RegistryClient, args: argparse.Namespace) -> None:
+    from streams.registry_client import UnknownModelError
+
+    records = client.history(args.model)
+    if not records:
+        raise UnknownModelError(args.model)
+    table = _table("#", "version", "kind", "candidate", "previous", "reason", "by", "at")
+    for index, record in enumerate(records, start=1):
+        table.add_row(
+            str(index),
+            f"v{record.version}",
+            record.kind,
+            str(record.candidate.get("name", "")),
+            "" if record.previous_version is None else f"v{record.previous_version}",
+            record.reason,
+            record.operator or "trainer",
+            record.created_at,
+        )
+    _print(table)
+
+
+def _diff(client: RegistryClient, args: argparse.Namespace) -> None:
+    first = client.get(args.model, args.first)
+    second = client.get(args.model, args.second)
+    differences = record_differences(first, second)
+    if not differences:
+        print(f"{args.model} v{args.first} and v{args.second} do not differ")
+        return
+    table = _table("field", f"v{args.first}", f"v{args.second}")
+    for name, left, right in differences:
+        table.add_row(name, _cell(left), _cell(right))
+    _print(table)
+
+
+def _promote(client: RegistryClient, args: argparse.Namespace) -> None:
+    _report(client.promote(args.model, args.version, reason=args.reason))
+
+
+def _rollback(client: RegistryClient, args: argparse.Namespace) -> None:
+    _report(client.rollback(args.model, to=args.version, reason=args.reason))
+
+
+def _report(record: ModelVersion) -> None:
+    print(
+        f"{record.model}: v{record.version} serves now (was v{record.previous_version}); "
+        f"{record.kind} record by {record.operator}"
+    )
+
+
+def _table(*columns: str) -> Any:
+    from rich.table import Table
+
+    table = Table(*columns)
+    return table
+
+
+def _print(table: Any) -> None:
+    from rich.console import Console
+
+    # Wide enough for reasons and digests when stdout is a pipe (rich assumes 80 columns there).
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+def _cell(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+_ACTIONS: dict[str, Callable[[RegistryClient, argparse.Namespace], None]] = {
+    "ls": _ls,
+    "show": _show,
+    "history": _history,
+    "diff": _diff,
+    "promote": _promote,
+    "rollback": _rollback,
+}

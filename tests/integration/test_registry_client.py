@@ -1,0 +1,187 @@
+"""The registry client against a registry that a real trainer worker published."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+from registry_helpers import client_for, start_sea_training, train_sea, wait_for_records
+
+from streams.registry import ModelVersion
+from streams.registry_client import (
+    ManualRecordRefused,
+    RegistryClient,
+    RegistrySubscription,
+    UnknownModelError,
+    UnknownVersionError,
+)
+from trainers.candidates import Candidate
+from trainers.errors import ArtifactIntegrityError
+
+SEA_FEATURES = {"x0": 5.0, "x1": 2.0, "x2": 7.0}
+
+
+def collect(subscription: RegistrySubscription, count: int, timeout: float = 30.0):
+    records: list[ModelVersion] = []
+    deadline = time.monotonic() + timeout
+    while len(records) < count and time.monotonic() < deadline:
+        records.extend(subscription.poll(0.5))
+    return records
+
+
+@pytest.fixture
+def trained_sea(driftline_env: dict, spawn: Callable) -> RegistryClient:
+    return train_sea(driftline_env, spawn)
+
+
+def test_reads_and_follows_what_a_trainer_published(driftline_env, spawn):
+    client = client_for(driftline_env)
+    # Created before the registry topic may even exist: it must still see every record.
+    from_now = client.subscribe()
+    worker = start_sea_training(spawn)
+    history = wait_for_records(client, "sea", 3)[:3]
+    worker.terminate()
+
+    assert [record.version for record in history] == [1, 2, 3]
+    assert [record.kind for record in history] == ["initial", "challenger", "challenger"]
+    assert client.models() == ["sea"]
+    assert client.get("sea", 2) == history[1]
+    assert client.latest("sea") == client.history("sea")[-1]
+    assert client.latest("unknown") is None
+    with pytest.raises(UnknownVersionError, match="no version 99"):
+        client.get("sea", 99)
+    with pytest.raises(UnknownModelError):
+        client.get("unknown", 1)
+
+    with from_now:
+        assert collect(from_now, 3)[:3] == history
+    with client.subscribe(from_beginning=True) as from_start:
+        assert collect(from_start, 3)[:3] == history
+        assert from_start.caught_up or from_start.poll(0.1) == []
+
+    model = client.load(history[-1])
+    assert isinstance(model, Candidate)
+    assert model.name == history[-1].candidate["name"]
+    assert model.predict_one(SEA_FEATURES) in (True, False)
+    assert set(model.predict_proba_one(SEA_FEATURES)) == {False, True}
+
+
+def test_a_tampered_missing_or_foreign_artifact_is_never_unpickled(
+    trained_sea, driftline_env, tmp_path
+):
+    latest = trained_sea.latest("sea")
+    store = redis.Redis.from_url(driftline_env["REDIS_URL"])
+    original = store.get(latest.artifact.key)
+    assert original is not None
+    marker = tmp_path / "unpickled"
+
+    with pytest.raises(ArtifactIntegrityError, match="bad signature"):
+        client_for(driftline_env, signing_key=b"another deployment's key").load(latest)
+    with pytest.raises(ArtifactIntegrityError, match="DRIFTLINE_REDIS_PREFIX"):
+        client_for(driftline_env, redis_prefix="elsewhere:").load(latest)
+
+    # A payload that would leave a file behind if it were ever unpickled.
+    store.set(latest.artifact.key, pickle.dumps(_Exploit(str(marker))))
+    with pytest.raises(ArtifactIntegrityError, match="digest mismatch"):
+        trained_sea.load(latest)
+    assert not marker.exists()
+
+    store.delete(latest.artifact.key)
+    with pytest.raises(ArtifactIntegrityError, match="missing"):
+        trained_sea.load(latest)
+    store.set(latest.artifact.key, original)
+    assert isinstance(trained_sea.load(latest), Candidate)
+
+
+def test_rollback_and_promote_change_what_serves_without_new_versions(trained_sea, monkeypatch):
+    monkeypatch.setenv("DRIFTLINE_OPERATOR", "alice")
+    first, _, third = (trained_sea.get("sea", version) for version in (1, 2, 3))
+    assert trained_sea.latest("sea").version == 3
+
+    rollback = trained_sea.rollback("sea", to=1, reason="v3 misbehaves in production")
+    latest = trained_sea.latest("sea")
+    assert latest == rollback
+    assert (latest.version, latest.kind, latest.previous_version) == (1, "rollback", 3)
+    assert latest.operator == "alice"
+    assert latest.reason == "v3 misbehaves in production"
+    assert (latest.candidate, latest.artifact, latest.lineage) == (
+        first.candidate,
+        first.artifact,
+        first.lineage,
+    )
+    assert latest.evidence == {}
+    # get() still answers with the trainer's record, and the model loads from the copied ref.
+    assert trained_sea.get("sea", 1) == first
+    assert isinstance(trained_sea.load(latest), Candidate)
+
+    with pytest.raises(ManualRecordRefused, match="promote it instead"):
+        trained_sea.rollback("sea", to=2, reason="forward is not back")
+
+    promote = trained_sea.promote("sea", 3, reason="fixed upstream")
+    assert trained_sea.latest("sea") == promote
+    assert (promote.version, promote.kind, promote.previous_version) == (3, "manual", 1)
+    assert promote.artifact == third.artifact
+
+    history = trained_sea.history("sea")
+    assert [(r.version, r.kind) for r in history] == [
+        (1, "initial"),
+        (2, "challenger"),
+        (3, "challenger"),
+        (1, "rollback"),
+        (3, "manual"),
+    ]
+
+    with pytest.raises(ManualRecordRefused, match="already serving"):
+        trained_sea.promote("sea", 3, reason="again")
+    with pytest.raises(UnknownVersionError):
+        trained_sea.rollback("sea", to=7, reason="no such version")
+    with pytest.raises(UnknownModelError):
+        trained_sea.promote("nope", 1, reason="no such model")
+    assert len(trained_sea.history("sea")) == 5
+
+
+class _Exploit:
+    """Unpickling this creates a file: proof that verification comes first."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_the_registry_command_lists_shows_diffs_and_rolls_back(trained_sea, driftline_env):
+    def driftline(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "streams.cli", "registry", *args],
+            env={**driftline_env, "DRIFTLINE_OPERATOR": "carol"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    listing = driftline("ls")
+    assert listing.returncode == 0, listing.stderr
+    assert "sea" in listing.stdout and "v3" in listing.stdout
+    shown = driftline("show", "sea", "2")
+    assert json.loads(shown.stdout) == dataclasses.asdict(trained_sea.get("sea", 2))
+    diff = driftline("diff", "sea", "1", "2")
+    assert "candidate.name" in diff.stdout and "artifact.sha256" in diff.stdout
+
+    rolled_back = driftline("rollback", "sea", "--to", "2", "--reason", "canary failed")
+    assert rolled_back.returncode == 0, rolled_back.stderr
+    assert "v2 serves now (was v3)" in rolled_back.stdout
+    latest = trained_sea.latest("sea")
+    assert (latest.version, latest.kind, latest.operator) == (2, "rollback", "carol")
+    assert "canary failed" in driftline("history", "sea").stdout
+
+    refused = driftline("promote", "sea", "9", "--reason", "no such version")
+    assert refused.returncode == 2
+    assert "no version 9" in refused.stderr
