@@ -191,11 +191,3 @@ def parse_record(raw: bytes | None, *, where: str) -> ModelVersion | None:
     except (AttributeError, KeyError, TypeError, ValueError) as error:  # JSONDecodeError too
         log.error("skipping malformed registry record %s: %s", where, error)
         return None
-
-
-def latest_versions(topic: str, kafka: Mapping[str, Any]) -> dict[str, int]:
-    """The highest version published so far, per model."""
-    latest: dict[str, int] = {}
-    for record in read_registry(topic, kafka):
-        latest[record.model] = max(latest.get(record.model, 0), record.version)
-    return latest

@@ -15,6 +15,11 @@ Exactly-once learning rests on three rules (the checkpoint protocol is in
   events after a crash issues the same versions again, and those already in the registry are not
   published twice.
 
+An operator's promote or rollback (a manual registry record, see :mod:`streams.registry`) is
+obeyed: when such a record is the model's serving record, the model's trainer adopts its
+candidate as champion at that version, and challengers go on competing against it. The worker
+reads the whole registry when it claims a partition, and follows new records while it runs.
+
 Promotion, in order: serialize the promoted candidate; store it in Redis under its sha256 digest;
 sign it; publish the model version to the registry topic and wait for the broker's
 acknowledgement; checkpoint. No registry record is ever published without its stored artifact.
@@ -38,7 +43,8 @@ from streams.admin import DEAD_LETTER_MAX_BYTES
 from streams.checkpoint import CheckpointFenced, CheckpointStore
 from streams.config import DriftlineConfig
 from streams.contract import InvalidEvent, dead_letter_record, decode_labeled
-from streams.registry import ModelVersion, latest_versions
+from streams.registry import ModelVersion, read_registry, serving_records
+from streams.registry_client import RegistrySubscription
 from trainers.errors import LabelError
 from trainers.trainer import ModelTrainer, Promotion
 
@@ -46,6 +52,7 @@ log = logging.getLogger("driftline.trainer")
 
 FETCH_BYTES_PER_PARTITION = 16 * 1024 * 1024
 MAX_POLL_RECORDS = 10_000
+REGISTRY_POLL_SECONDS = 0.5
 
 Send = Callable[[str, bytes, bytes], Awaitable[Awaitable[Any]]]
 """Sends (topic, key, value); returns an awaitable that resolves once the broker has the record."""
@@ -75,8 +82,8 @@ class TrainingRuntime:
         Where artifacts are stored.
     send
         Produces a record and gives back its delivery.
-    published_versions
-        Reads the registry: the highest version published so far per model.
+    read_registry
+        Reads every record of the registry topic, in log order.
     signing_key
         The artifact signing key.
     redis_prefix
@@ -90,7 +97,7 @@ class TrainingRuntime:
         checkpoints: CheckpointStore,
         redis_client: aioredis.Redis,
         send: Send,
-        published_versions: Callable[[], Awaitable[dict[str, int]]],
+        read_registry: Callable[[], Awaitable[list[ModelVersion]]],
         signing_key: bytes,
         redis_prefix: str,
     ) -> None:
@@ -98,13 +105,15 @@ class TrainingRuntime:
         self.checkpoints = checkpoints
         self.redis = redis_client
         self.send = send
-        self.published_versions = published_versions
+        self.read_registry = read_registry
         self.signing_key = signing_key
         self.redis_prefix = redis_prefix
         self.partitions: dict[TP, PartitionState] = {}
         # Partitions another worker claimed: their events are left alone until reassigned.
         self.lost: set[TP] = set()
         self.published: dict[str, int] = {}
+        self.serving: dict[str, ModelVersion] = {}
+        self.registry_caught_up = asyncio.Event()
         self.lock = asyncio.Lock()
         self._in_flight: list[Awaitable[Any]] = []
         self._since_checkpoint = 0
@@ -113,6 +122,7 @@ class TrainingRuntime:
     async def handle(self, event: EventT) -> None:
         """Handle one record of the labeled-events topic (the agent's whole body)."""
         message = event.message
+        await self.registry_caught_up.wait()
         async with self.lock:
             if message.tp in self.lost:
                 return
@@ -143,9 +153,42 @@ class TrainingRuntime:
         """Partitions (re)assigned by the group may be claimed again."""
         self.lost -= tps
 
+    async def obey(self, records: list[ModelVersion], *, caught_up: bool) -> None:
+        """Take in registry records (in log order) from the follower of the registry topic.
+
+        The follower reads the registry from its beginning; until it has caught up with the end
+        the topic had when it started, a manual record it returns may be superseded by a later
+        one, so manual records are obeyed only from then on.
+        """
+        async with self.lock:
+            self._note_published(records)
+            self.serving.update(serving_records(records))
+            if caught_up and not self.registry_caught_up.is_set():
+                log.info("registry read to its end: %d models serving", len(self.serving))
+                self.registry_caught_up.set()
+            for state in self.partitions.values():
+                for model in state.trainers:
+                    self._obey(state, model)
+
+    def _note_published(self, records: list[ModelVersion]) -> None:
+        for record in records:
+            self.published[record.model] = max(self.published.get(record.model, 0), record.version)
+
+    def _obey(self, state: PartitionState, model: str) -> None:
+        record, trainer = self.serving.get(model), state.trainers[model]
+        if record is None or not record.is_manual or trainer.champion_version == record.version:
+            return
+        trainer.adopt(
+            record.version, record.candidate["name"],
+            f"{record.kind} by {record.operator}: {record.reason}",
+        )
+        state.dirty.add(model)
+        log.info("%s: %s to v%d by %s obeyed", model, record.kind, record.version, record.operator)
+
     async def _claim(self, tp: TP) -> PartitionState:
         claim = await self.checkpoints.claim(tp.topic, tp.partition)
-        self.published = await self.published_versions()
+        # The follower may lag; versions another owner published must not be published again.
+        self._note_published(await self.read_registry())
         trainers = {
             model: ModelTrainer.restore(blob)
             for model, blob in claim.snapshots.items()
@@ -160,6 +203,8 @@ class TrainingRuntime:
             sorted(trainers),
         )
         state = PartitionState(epoch=claim.epoch, cursor=claim.cursor, trainers=trainers)
+        for model in trainers:
+            self._obey(state, model)
         self.partitions[tp] = state
         return state
 
@@ -174,6 +219,7 @@ class TrainingRuntime:
             trainer = state.trainers.get(event.model)
             if trainer is None:
                 trainer = state.trainers[event.model] = ModelTrainer(spec)
+                self._obey(state, event.model)
             promotion = trainer.learn(
                 event.features, event.label, topic=tp.topic, partition=tp.partition, offset=offset
             )
@@ -248,7 +294,7 @@ class TrainingRuntime:
         in_flight, self._in_flight = self._in_flight, []
         await asyncio.gather(*in_flight)
         for tp, state in list(self.partitions.items()):
-            if not state.pending:
+            if not state.pending and not state.dirty:
                 continue
             # 2. persist: cursor and snapshots, atomically, unless fenced.
             try:
@@ -307,15 +353,15 @@ def create_app(
     async def send(topic: str, key: bytes, value: bytes) -> Awaitable[Any]:
         return await topics[topic].send(key=key, value=value)
 
-    async def published_versions() -> dict[str, int]:
-        return await asyncio.to_thread(latest_versions, config.topics.registry, kafka)
+    async def registry_records() -> list[ModelVersion]:
+        return await asyncio.to_thread(lambda: list(read_registry(config.topics.registry, kafka)))
 
     runtime = TrainingRuntime(
         config,
         checkpoints=CheckpointStore(client, prefix=redis_prefix, group=config.worker.group),
         redis_client=client,
         send=send,
-        published_versions=published_versions,
+        read_registry=registry_records,
         signing_key=signing_key,
         redis_prefix=redis_prefix,
     )
@@ -329,6 +375,21 @@ def create_app(
     @app.timer(interval=config.worker.checkpoint_interval)
     async def checkpoint() -> None:
         await runtime.checkpoint()
+
+    subscription: RegistrySubscription | None = None
+
+    @app.timer(interval=REGISTRY_POLL_SECONDS)
+    async def follow_registry() -> None:
+        nonlocal subscription
+        if subscription is None:
+            subscription = await asyncio.to_thread(
+                RegistrySubscription, config.topics.registry, kafka, from_beginning=True
+            )
+        follower = subscription
+        records, caught_up = await asyncio.to_thread(
+            lambda: (follower.poll(0.1), follower.caught_up)
+        )
+        await runtime.obey(records, caught_up=caught_up)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set[TP], **_: Any) -> None:

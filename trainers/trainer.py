@@ -227,6 +227,11 @@ class ModelTrainer:
             ]
         return lineage
 
+    @property
+    def champion_version(self) -> int | None:
+        """The version the champion serves as (an operator may have set an older one)."""
+        return self._champion_version
+
     def candidate(self, name: str) -> Candidate:
         """The live candidate called `name` (it goes on learning; promotions serve copies)."""
         return self._by_name[name]

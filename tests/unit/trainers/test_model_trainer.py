@@ -203,3 +203,32 @@ def test_regression_trainer():
 def test_restore_refuses_other_objects():
     with pytest.raises(TypeError, match="not a ModelTrainer"):
         ModelTrainer.restore(dumps({"not": "a trainer"}))
+
+
+def test_challengers_go_on_competing_against_an_adopted_champion():
+    spec = ModelSpec.from_dict(
+        "sea",
+        {
+            "task": "classification",
+            "window": 300,
+            "champion": "weak",
+            "candidates": [
+                {"name": "steady", "river": "StandardScaler | LogisticRegression"},
+                {
+                    "name": "weak",
+                    "river": "LogisticRegression",
+                    "params": {"optimizer": {"SGD": 0.00001}},
+                },
+            ],
+            "policy": POLICY,
+        },
+    )
+    trainer = ModelTrainer(spec)
+    events = iter(drift_stream("sea", n=6000, drift_at=6000, seed=3))
+    promotions, _ = run(trainer, itertools.islice(events, 3000))
+    assert [(p.version, p.candidate) for p in promotions] == [(1, "weak"), (2, "steady")]
+
+    trainer.adopt(1, "weak", "rollback to v1")
+    later, _ = run(trainer, events, start=3000)
+    assert [(p.version, p.candidate, p.previous_version) for p in later][:1] == [(3, "steady", 1)]
+    assert later[0].evidence["window"][0] > 3000

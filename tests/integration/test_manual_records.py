@@ -1,0 +1,69 @@
+"""An operator's rollback is obeyed by the trainer, which goes on learning behind it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from pipeline import Deployment, encoded, sea_events, wait_for
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def test_trainer_adopts_a_rollback_and_keeps_learning(driftline_env, spawn):
+    deployment = Deployment(driftline_env)
+    spawn("worker", "--config", "examples/sea.toml", name="trainer")
+    events = sea_events(60_000, drift_at=20_000)
+    deployment.send_raw(encoded(events[:40_000]))
+    deployment.wait_until_learned("sea", 40_000)
+    versions = wait_for(
+        lambda: len(v := deployment.registry()) >= 3 and v, timeout=30, what="three versions"
+    )
+    assert [(v.version, v.candidate["name"]) for v in versions][:3] == [
+        (1, "steady"),
+        (2, "agile"),
+        (3, "steady"),
+    ]
+
+    rollback = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "registry",
+            "rollback",
+            "sea",
+            "--to",
+            "2",
+            "--reason",
+            "v3 misbehaves downstream",
+        ],
+        env={**driftline_env, "DRIFTLINE_OPERATOR": "alice"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert rollback.returncode == 0, rollback.stderr
+    trainer = wait_for(
+        lambda: (t := deployment.trainers()["sea"]).champion_version == 2 and t,
+        timeout=30,
+        what="the trainer to adopt the rollback",
+    )
+    assert trainer.champion == "agile"
+    assert trainer.version == 3  # a rollback issues no version number
+    assert "rollback by alice" in trainer.champion_reason
+
+    # The rollback stands in the audit log, and the trainer keeps learning with challengers
+    # evaluated against the adopted champion (that a better one then replaces it is shown in
+    # tests/unit/trainers/test_model_trainer.py: on this stream "agile" stays close enough).
+    deployment.send_raw(encoded(events[40_000:]))
+    trainer = deployment.wait_until_learned("sea", 60_000)
+    records = deployment.registry()
+    manual = records[3]
+    assert (manual.kind, manual.version, manual.operator) == ("rollback", 2, "alice")
+    assert manual.previous_version == 3
+    assert all(r.previous_version == 2 for r in records[4:])
+    assert trainer.learned == {"steady": 60_000, "agile": 60_000}
+    if len(records) == 4:
+        assert (trainer.champion, trainer.champion_version) == ("agile", 2)
