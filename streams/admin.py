@@ -28,6 +28,7 @@ def ensure_topics(topics: Topics, kafka: Mapping[str, Any], *, partitions: int =
         NewTopic(topics.labeled, partitions, 1),
         NewTopic(topics.unlabeled, partitions, 1),
         NewTopic(topics.predictions, partitions, 1),
+        NewTopic(topics.metrics, 1, 1),
         NewTopic(
             topics.dlq,
             1,

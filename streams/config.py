@@ -8,6 +8,7 @@ the worker's own settings under ``worker``::
     partitions = 4                # partitions of the labeled-events topic when it is created
     checkpoint_interval = 2.0     # seconds between checkpoints
     checkpoint_every = 20000      # ... or this many events, whichever comes first
+    metrics_every = 500           # publish each model's metrics to models.metrics this often
 
     [models.sea]
     task = "classification"
@@ -53,6 +54,7 @@ class WorkerSettings:
     checkpoint_interval: float = 2.0
     checkpoint_every: int = 20_000
     max_event_bytes: int = 1_000_000
+    metrics_every: int = 500
 
 
 @dataclass(frozen=True)

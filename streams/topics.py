@@ -25,6 +25,7 @@ class Topics:
     dlq: str
     registry: str
     predictions: str
+    metrics: str
 
     @classmethod
     def from_prefix(cls, prefix: str = DEFAULT_TOPIC_PREFIX) -> Topics:
@@ -35,6 +36,7 @@ class Topics:
             dlq=f"{prefix}events.dlq",
             registry=f"{prefix}models.registry",
             predictions=f"{prefix}predictions",
+            metrics=f"{prefix}models.metrics",
         )
 
     @classmethod

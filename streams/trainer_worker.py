@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+import orjson
 import redis.asyncio as aioredis
 from faust.types import TP, EventT
 
@@ -237,6 +238,8 @@ class TrainingRuntime:
             await self._dead_letter(raw, reason, tp, offset, key)
             return
         state.dirty.add(event.model)
+        if trainer.events % self.config.worker.metrics_every == 0:
+            await self._publish_metrics(trainer, offset)
         if promotion is not None:
             await self._promote(promotion)
             await self._checkpoint()
@@ -249,6 +252,15 @@ class TrainingRuntime:
             raw or b"", error, topic=tp.topic, partition=tp.partition, offset=offset, key=key
         )
         self._in_flight.append(await self.send(self.config.topics.dlq, dlq_key, dlq_value))
+
+    async def _publish_metrics(self, trainer: ModelTrainer, offset: int) -> None:
+        # For dashboards and the demo: not part of the exactly-once state, so a replay after a
+        # crash may publish a report twice (same model, same event count).
+        report = {**trainer.report(), "offset": offset}
+        await self.send(
+            self.config.topics.metrics, trainer.spec.name.encode(),
+            orjson.dumps(report, option=orjson.OPT_NON_STR_KEYS),
+        )
 
     async def _promote(self, promotion: Promotion) -> None:
         if promotion.version <= self.published.get(promotion.model, 0):
@@ -346,7 +358,7 @@ def create_app(
     labeled = app.topic(config.topics.labeled, key_serializer="raw", value_serializer="raw")
     topics = {
         name: app.topic(name, key_serializer="raw", value_serializer="raw")
-        for name in (config.topics.dlq, config.topics.registry)
+        for name in (config.topics.dlq, config.topics.registry, config.topics.metrics)
     }
     client = aioredis.Redis.from_url(redis_url)
 

@@ -15,6 +15,7 @@ def test_default_prefix_gives_the_documented_names(monkeypatch: pytest.MonkeyPat
         dlq="driftline.events.dlq",
         registry="driftline.models.registry",
         predictions="driftline.predictions",
+        metrics="driftline.models.metrics",
     )
 
 
