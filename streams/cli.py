@@ -132,6 +132,21 @@ def _produce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ping(args: argparse.Namespace) -> int:
+    from streams.config import ConfigFileError, kafka_settings, redis_url
+    from streams.stack import kafka, redis
+
+    try:
+        bootstrap, url = kafka_settings()["bootstrap_servers"], redis_url()
+    except ConfigFileError as error:
+        print(f"driftline ping: {error}", file=sys.stderr)
+        return 2
+    results = {"kafka": kafka.broker_answers(bootstrap), "redis": redis.answers(url)}
+    for name, answered in results.items():
+        print(f"{name}: {'answers' if answered else 'DOES NOT ANSWER'}", file=sys.stderr)
+    return 0 if all(results.values()) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="driftline",
@@ -152,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=20.0, help="with down: seconds before a process is killed"
     )
     stack.set_defaults(handler=_stack)
+
+    ping = commands.add_parser(
+        "ping", help="check that KAFKA_BOOTSTRAP_SERVERS and REDIS_URL answer (a health check)"
+    )
+    ping.set_defaults(handler=_ping)
 
     worker = commands.add_parser("worker", help="run a trainer worker (faust)")
     worker.add_argument("--config", type=Path, required=True, help="TOML or YAML configuration")

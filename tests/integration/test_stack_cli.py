@@ -40,6 +40,9 @@ def test_up_reuses_a_healthy_stack_and_down_leaves_no_process(tmp_path):
         assert second.stdout == first.stdout
         assert [stack.pid_of("kafka"), stack.pid_of("redis")] == pids
 
+        ping = driftline("ping", env={**env, **settings})
+        assert ping.returncode == 0, ping.stderr
+
         status = driftline("stack", "status", env=env)
         assert status.returncode == 0
         assert '"answers": true' in status.stdout
@@ -49,3 +52,4 @@ def test_up_reuses_a_healthy_stack_and_down_leaves_no_process(tmp_path):
     assert not any(is_alive(pid) for pid in pids)
     assert not (tmp_path / "stack" / "kafka").exists()
     assert driftline("stack", "status", env=env).returncode == 1
+    assert driftline("ping", env={**env, **settings}).returncode == 1

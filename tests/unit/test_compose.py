@@ -91,10 +91,20 @@ def test_data_lives_in_named_volumes(compose: dict[str, Any], services: dict[str
 def test_workers_wait_for_healthy_services(services: dict[str, Any], name: str) -> None:
     worker = services[name]
     assert worker["build"] == "."
+    start_after = {
+        "trainer": {},
+        "scorer": {"trainer": {"condition": "service_started"}},
+        "producer": {
+            "trainer": {"condition": "service_healthy"},
+            "scorer": {"condition": "service_healthy"},
+        },
+    }
     assert worker["depends_on"] == {
         "kafka": {"condition": "service_healthy"},
         "redis": {"condition": "service_healthy"},
+        **start_after[name],
     }
+    assert worker["healthcheck"]["test"] == ["CMD", "driftline", "ping"]
     assert env_of(worker) == {
         "KAFKA_BOOTSTRAP_SERVERS": "kafka:9092",
         "REDIS_URL": "redis://redis:6379/0",
