@@ -147,6 +147,27 @@ def _ping(args: argparse.Namespace) -> int:
     return 0 if all(results.values()) else 1
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from streams.config import ConfigFileError
+    from streams.demo import DemoError, DemoOptions, run
+    from streams.stack import StackError
+
+    options = DemoOptions(
+        events=args.events,
+        drift_at=args.drift_at,
+        rate=args.rate,
+        seed=args.seed,
+        config=args.config,
+        report_dir=args.report_dir,
+        keep_stack=args.keep_stack,
+    )
+    try:
+        return run(options)
+    except (ConfigFileError, DemoError, StackError) as error:
+        print(f"driftline demo: {error}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="driftline",
@@ -222,6 +243,28 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--rate", type=float, default=None, help="events/s (default: max)")
     produce.add_argument("--quiet", action="store_true", help="no progress bar")
     produce.set_defaults(handler=_produce)
+
+    demo = commands.add_parser(
+        "demo",
+        help="the whole pipeline on a drifting stream, watched live; writes a report",
+        description="Start a trainer and a scoring worker (and the local stack when no "
+        "Kafka/Redis answers), stream a SEA drift dataset, show metrics, promotions and "
+        "predictions live, then write summary.md and rolling_accuracy.png.",
+    )
+    demo.add_argument("--events", type=int, default=40_000, help="events to stream")
+    demo.add_argument(
+        "--drift-at", type=int, default=None, help="index of the concept switch (default: half)"
+    )
+    demo.add_argument("--rate", type=float, default=2000.0, help="events/s (0: max)")
+    demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument(
+        "--config", type=Path, default=None, help="TOML or YAML (default: examples/sea.toml)"
+    )
+    demo.add_argument("--report-dir", type=Path, default=Path("driftline-report"))
+    demo.add_argument(
+        "--keep-stack", action="store_true", help="leave a local stack it started running"
+    )
+    demo.set_defaults(handler=_demo)
     return parser
 
 

@@ -23,11 +23,18 @@ reads the whole registry when it claims a partition, and follows new records whi
 Promotion, in order: serialize the promoted candidate; store it in Redis under its sha256 digest;
 sign it; publish the model version to the registry topic and wait for the broker's
 acknowledgement; checkpoint. No registry record is ever published without its stored artifact.
+
+Redis outages: training goes on. A promotion whose artifact cannot be stored waits in order
+and is retried with exponential backoff (0.5 s doubling to 30 s); checkpoints are retried on the
+same schedule and never cover an event whose promotion is still waiting, so nothing is
+acknowledged to Kafka until Redis is back. Each failure is logged as an error, and each model's
+metrics report carries ``waiting_promotions`` and ``events_since_checkpoint``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +43,7 @@ from typing import Any
 
 import faust
 import orjson
+import redis
 import redis.asyncio as aioredis
 from faust.types import TP, EventT
 
@@ -54,6 +62,8 @@ log = logging.getLogger("driftline.trainer")
 FETCH_BYTES_PER_PARTITION = 16 * 1024 * 1024
 MAX_POLL_RECORDS = 10_000
 REGISTRY_POLL_SECONDS = 0.5
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 30.0
 
 Send = Callable[[str, bytes, bytes], Awaitable[Awaitable[Any]]]
 """Sends (topic, key, value); returns an awaitable that resolves once the broker has the record."""
@@ -119,6 +129,9 @@ class TrainingRuntime:
         self._in_flight: list[Awaitable[Any]] = []
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
+        self._waiting_promotions: collections.deque[Promotion] = collections.deque()
+        self._retry_delay = RETRY_FIRST_SECONDS
+        self._retry_at = 0.0
 
     async def handle(self, event: EventT) -> None:
         """Handle one record of the labeled-events topic (the agent's whole body)."""
@@ -139,16 +152,25 @@ class TrainingRuntime:
                 await self._checkpoint()
 
     async def checkpoint(self) -> None:
-        """Flush, persist and commit every owned partition (see :mod:`streams.checkpoint`)."""
+        """Checkpoint if one is due: the timer's call, so that an idle stream is committed too."""
         async with self.lock:
-            await self._checkpoint()
+            if self._checkpoint_due():
+                await self._checkpoint()
 
     async def release(self, revoked: set[TP]) -> None:
-        """Checkpoint partitions this worker loses, then forget them."""
+        """Checkpoint partitions this worker loses, then forget them.
+
+        Their promotions still waiting for Redis are forgotten too: the new owner replays the
+        events after the last checkpoint and issues them again.
+        """
         async with self.lock:
             await self._checkpoint()
             for tp in revoked:
-                self.partitions.pop(tp, None)
+                state = self.partitions.pop(tp, None)
+                if state is not None:
+                    self._waiting_promotions = collections.deque(
+                        p for p in self._waiting_promotions if p.model not in state.trainers
+                    )
 
     def assigned(self, tps: set[TP]) -> None:
         """Partitions (re)assigned by the group may be claimed again."""
@@ -180,14 +202,22 @@ class TrainingRuntime:
         if record is None or not record.is_manual or trainer.champion_version == record.version:
             return
         trainer.adopt(
-            record.version, record.candidate["name"],
+            record.version,
+            record.candidate["name"],
             f"{record.kind} by {record.operator}: {record.reason}",
         )
         state.dirty.add(model)
         log.info("%s: %s to v%d by %s obeyed", model, record.kind, record.version, record.operator)
 
     async def _claim(self, tp: TP) -> PartitionState:
-        claim = await self.checkpoints.claim(tp.topic, tp.partition)
+        while True:
+            try:
+                claim = await self.checkpoints.claim(tp.topic, tp.partition)
+                break
+            except redis.RedisError as error:
+                # Without its checkpoint a partition cannot be trained: wait for Redis.
+                log.error("cannot claim %s[%d], Redis unavailable: %s", *tp, error)
+                await asyncio.sleep(self._backoff())
         # The follower may lag; versions another owner published must not be published again.
         self._note_published(await self.read_registry())
         trainers = {
@@ -242,7 +272,8 @@ class TrainingRuntime:
             await self._publish_metrics(trainer, offset)
         if promotion is not None:
             await self._promote(promotion)
-            await self._checkpoint()
+            if not self._waiting_promotions:
+                await self._checkpoint()
 
     async def _dead_letter(
         self, raw: bytes | None, error: InvalidEvent, tp: TP, offset: int, key: bytes | None
@@ -256,9 +287,15 @@ class TrainingRuntime:
     async def _publish_metrics(self, trainer: ModelTrainer, offset: int) -> None:
         # For dashboards and the demo: not part of the exactly-once state, so a replay after a
         # crash may publish a report twice (same model, same event count).
-        report = {**trainer.report(), "offset": offset}
+        report = {
+            **trainer.report(),
+            "offset": offset,
+            "waiting_promotions": len(self._waiting_promotions),
+            "events_since_checkpoint": self._since_checkpoint,
+        }
         await self.send(
-            self.config.topics.metrics, trainer.spec.name.encode(),
+            self.config.topics.metrics,
+            trainer.spec.name.encode(),
             orjson.dumps(report, option=orjson.OPT_NON_STR_KEYS),
         )
 
@@ -266,45 +303,76 @@ class TrainingRuntime:
         if promotion.version <= self.published.get(promotion.model, 0):
             log.info("%s v%d is already in the registry", promotion.model, promotion.version)
             return
-        blob, ref = artifacts.pack(
-            promotion.estimator, prefix=self.redis_prefix, key=self.signing_key
-        )
-        await artifacts.store(self.redis, blob, ref)
-        record = ModelVersion(
-            model=promotion.model,
-            version=promotion.version,
-            kind=promotion.kind,
-            candidate={"name": promotion.candidate, "params": promotion.candidate_params},
-            previous_version=promotion.previous_version,
-            reason=promotion.reason,
-            evidence=promotion.evidence,
-            lineage=promotion.lineage,
-            artifact=ref,
-        )
-        delivery = await self.send(
-            self.config.topics.registry, promotion.model.encode(), record.to_json()
-        )
-        await delivery
-        self.published[promotion.model] = promotion.version
-        log.info(
-            "published %s v%d (%s): %s",
-            promotion.model,
-            promotion.version,
-            promotion.candidate,
-            promotion.reason,
-        )
+        self._waiting_promotions.append(promotion)
+        await self._publish_waiting()
+
+    async def _publish_waiting(self) -> bool:
+        """Publish the waiting promotions in order; False when Redis refused an artifact."""
+        while self._waiting_promotions:
+            promotion = self._waiting_promotions[0]
+            blob, ref = artifacts.pack(
+                promotion.estimator, prefix=self.redis_prefix, key=self.signing_key
+            )
+            try:
+                await artifacts.store(self.redis, blob, ref)
+            except redis.RedisError as error:
+                log.error(
+                    "%s v%d waits: its artifact cannot be stored (%s); %d promotion(s) waiting",
+                    promotion.model,
+                    promotion.version,
+                    error,
+                    len(self._waiting_promotions),
+                )
+                self._retry_later()
+                return False
+            record = ModelVersion(
+                model=promotion.model,
+                version=promotion.version,
+                kind=promotion.kind,
+                candidate={"name": promotion.candidate, "params": promotion.candidate_params},
+                previous_version=promotion.previous_version,
+                reason=promotion.reason,
+                evidence=promotion.evidence,
+                lineage=promotion.lineage,
+                artifact=ref,
+            )
+            delivery = await self.send(
+                self.config.topics.registry, promotion.model.encode(), record.to_json()
+            )
+            await delivery
+            self._waiting_promotions.popleft()
+            self.published[promotion.model] = promotion.version
+            log.info(
+                "published %s v%d (%s): %s",
+                promotion.model,
+                promotion.version,
+                promotion.candidate,
+                promotion.reason,
+            )
+        return True
+
+    def _backoff(self) -> float:
+        delay = self._retry_delay
+        self._retry_delay = min(2 * self._retry_delay, RETRY_MAX_SECONDS)
+        return delay
+
+    def _retry_later(self) -> None:
+        self._retry_at = time.monotonic() + self._backoff()
 
     def _checkpoint_due(self) -> bool:
         settings = self.config.worker
-        return (
+        now = time.monotonic()
+        return now >= self._retry_at and (
             self._since_checkpoint >= settings.checkpoint_every
-            or time.monotonic() - self._last_checkpoint >= settings.checkpoint_interval
+            or now - self._last_checkpoint >= settings.checkpoint_interval
         )
 
     async def _checkpoint(self) -> None:
         # 1. flush: every dead letter and registry record is on the broker.
         in_flight, self._in_flight = self._in_flight, []
         await asyncio.gather(*in_flight)
+        if not await self._publish_waiting():
+            return
         for tp, state in list(self.partitions.items()):
             if not state.pending and not state.dirty:
                 continue
@@ -322,6 +390,10 @@ class TrainingRuntime:
                 del self.partitions[tp]
                 self.lost.add(tp)
                 continue
+            except redis.RedisError as error:
+                log.error("checkpoint of %s[%d] deferred, Redis unavailable: %s", *tp, error)
+                self._retry_later()
+                return
             # 3. commit: faust may now commit these offsets.
             for event in state.pending:
                 event.ack()
@@ -329,6 +401,7 @@ class TrainingRuntime:
             state.dirty.clear()
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
+        self._retry_delay = RETRY_FIRST_SECONDS
 
 
 def create_app(
@@ -360,7 +433,8 @@ def create_app(
         name: app.topic(name, key_serializer="raw", value_serializer="raw")
         for name in (config.topics.dlq, config.topics.registry, config.topics.metrics)
     }
-    client = aioredis.Redis.from_url(redis_url)
+    # Timeouts, so that a Redis that hangs is an error to retry, not a stalled worker.
+    client = aioredis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
 
     async def send(topic: str, key: bytes, value: bytes) -> Awaitable[Any]:
         return await topics[topic].send(key=key, value=value)

@@ -1,0 +1,60 @@
+"""``driftline demo`` end to end, on the test session's broker and Redis."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MARKER = "DRIFTLINE_DEMO_TEST_MARKER"
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids of processes whose environment holds ``marker`` (the demo's workers inherit it)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker.encode() in environ.read_bytes():
+                found.append(int(environ.parent.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def test_the_demo_learns_scores_and_reports(driftline_env: dict, tmp_path: Path) -> None:
+    marker = f"{MARKER}={uuid.uuid4().hex}"
+    report = tmp_path / "report"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "demo",
+            "--events",
+            "6000",
+            "--rate",
+            "3000",
+            "--report-dir",
+            str(report),
+        ],
+        env={**driftline_env, MARKER: marker.split("=", 1)[1]},
+        cwd=tmp_path,  # the default configuration is found from any folder
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "using Kafka at" in result.stderr  # the session's broker, not a stack of its own
+
+    plot = (report / "rolling_accuracy.png").read_bytes()
+    assert plot.startswith(PNG_MAGIC)
+    assert len(plot) > 10_000
+    summary = (report / "summary.md").read_text()
+    assert "| v1 | steady | initial |" in summary
+    assert "6,000 learned, 6,000 scored" in summary
+    assert "rolling_accuracy.png" in summary
+    assert (report / "trainer.log").exists() and (report / "scorer.log").exists()
+
+    assert processes_with(marker) == [], "the demo left a worker running"

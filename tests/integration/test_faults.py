@@ -1,0 +1,91 @@
+"""Faults injected into running workers: nothing is lost, nothing is learned twice."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+
+import pytest
+import redis
+from pipeline import Deployment, encoded, sea_events, train_in_process, wait_for
+
+from streams.stack import redis as local_redis
+from streams.stack.process import free_port, stop
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def test_sigkill_at_random_points_loses_and_repeats_nothing(driftline_env, spawn):
+    seed = int(os.environ.get("DRIFTLINE_FAULT_SEED", random.randrange(10_000)))
+    print(f"fault seed: {seed} (DRIFTLINE_FAULT_SEED={seed} repeats this run)")
+    deployment = Deployment(driftline_env)
+    events = sea_events(50_000, drift_at=25_000)
+    kill_points = sorted(random.Random(seed).sample(range(2_000, 48_000), 5))
+    worker = spawn("worker", "--config", "examples/sea.toml", name="trainer")
+    deployment.send_raw(encoded(events))
+
+    for kills, point in enumerate(kill_points, start=1):
+        deployment.wait_until_learned("sea", point)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        worker = spawn("worker", "--config", "examples/sea.toml", name=f"trainer-{kills}")
+    trainer = deployment.wait_until_learned("sea", len(events), timeout=180)
+
+    reference, promotions = train_in_process(deployment.config(), events, deployment.topics.labeled)
+    assert trainer.learned == reference.learned == {"steady": 50_000, "agile": 50_000}
+    versions = wait_for(
+        lambda: len(v := deployment.registry()) >= len(promotions) and v,
+        timeout=30,
+        what="every version",
+    )
+    assert [(v.version, v.candidate["name"], v.evidence) for v in versions] == [
+        (p.version, p.candidate, p.evidence) for p in promotions
+    ]
+    probe = [event["features"] for event in sea_events(500, drift_at=250, seed=7)]
+    assert trainer.champion == reference.champion
+    live, expected = trainer.candidate(trainer.champion), reference.candidate(reference.champion)
+    assert [live.predict_proba_one(x) for x in probe] == [
+        expected.predict_proba_one(x) for x in probe
+    ]
+
+
+def test_training_goes_on_through_a_redis_outage(driftline_env, spawn, tmp_path):
+    port, data = free_port(), tmp_path / "redis"
+    url = f"redis://127.0.0.1:{port}/0"
+    pid = local_redis.start(data, host="127.0.0.1", port=port)
+    local_redis.wait_until_ready(pid, url, data / "redis.log")
+    env = {**driftline_env, "REDIS_URL": url}
+    deployment = Deployment(env)
+    events = sea_events()
+    try:
+        worker = spawn("worker", "--config", "examples/sea.toml", env=env, name="trainer")
+        deployment.send_raw(encoded(events[:10_000]))
+        deployment.wait_until_learned("sea", 10_000)
+
+        stop(pid)  # Redis goes away while the drift (and its promotion) streams in
+        deployment.send_raw(encoded(events[10_000:]))
+        time.sleep(8)
+        assert worker.poll() is None, "the worker must survive the outage"
+        assert len(deployment.registry()) == 1, "no version may be published without Redis"
+
+        pid = local_redis.start(data, host="127.0.0.1", port=port)
+        local_redis.wait_until_ready(pid, url, data / "redis.log")
+        trainer = deployment.wait_until_learned("sea", len(events), timeout=120)
+    finally:
+        stop(pid)
+    reference, promotions = train_in_process(deployment.config(), events, deployment.topics.labeled)
+    assert trainer.learned == reference.learned
+    versions = wait_for(
+        lambda: len(v := deployment.registry()) >= len(promotions) and v,
+        timeout=30,
+        what="the waiting versions",
+    )
+    assert [(v.version, v.candidate["name"]) for v in versions] == [
+        (p.version, p.candidate) for p in promotions
+    ]
+    client = redis.Redis.from_url(url)
+    assert all(client.exists(v.artifact.key) for v in versions)
+    log = open(worker.log_path, errors="replace").read()
+    assert "Redis unavailable" in log or "cannot be stored" in log

@@ -1,0 +1,153 @@
+"""The pure parts of ``driftline demo``: summary, markdown and plot from plain records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.demo import (
+    DemoOptions,
+    Observation,
+    RateMeter,
+    build_summary,
+    plot_rolling_accuracy,
+    promotion_event,
+    summary_markdown,
+)
+from streams.registry import ArtifactRef, ModelVersion
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def metrics_report(
+    events: int, steady: float, agile: float, *, champion: str = "steady", version: int = 1
+) -> dict[str, Any]:
+    def scores(accuracy: float) -> dict[str, Any]:
+        return {
+            "n": events,
+            "rolling": {"n": min(events, 1000), "accuracy": accuracy, "f1": None},
+            "cumulative": {"n": events, "accuracy": accuracy - 0.01, "f1": None},
+        }
+
+    return {
+        "model": "sea",
+        "events": events,
+        "champion": champion,
+        "champion_reason": "test",
+        "version": version,
+        "candidates": {"steady": scores(steady), "agile": scores(agile)},
+        "offset": events - 1,
+    }
+
+
+def model_version(
+    number: int, candidate: str, kind: str, last_offset: int, **evidence: Any
+) -> ModelVersion:
+    return ModelVersion(
+        model="sea",
+        version=number,
+        kind=kind,
+        candidate={"name": candidate, "params": {}},
+        previous_version=number - 1 or None,
+        reason=f"{candidate} won | by a margin",
+        evidence={"window": [last_offset - 998, last_offset + 1], **evidence},
+        lineage={"topic": "t", "partition": 0, "first_offset": 0, "last_offset": last_offset},
+        artifact=ArtifactRef(key="k", sha256="0" * 64, size=1, signature="s"),
+    )
+
+
+@pytest.fixture
+def observation() -> Observation:
+    return Observation(
+        metrics=(
+            metrics_report(500, 0.95, 0.90),
+            metrics_report(1000, 0.97, 0.93),
+            metrics_report(1500, 0.90, 0.94),
+            metrics_report(2000, 0.93, 0.97, champion="agile", version=2),
+        ),
+        versions=(
+            model_version(1, "steady", "initial", 999),
+            model_version(2, "agile", "challenger", 1999, p_value=0.00123),
+        ),
+        predictions_by_version={2: 900, 1: 1100},
+        scored=2000,
+    )
+
+
+def test_an_observation_counts_events_learned_from_the_last_report(observation) -> None:
+    assert observation.learned == 2000
+    assert Observation().learned == 0
+
+
+def test_a_promotion_happens_after_the_last_event_it_saw(observation) -> None:
+    assert [promotion_event(v) for v in observation.versions] == [1000, 2000]
+
+
+def test_the_summary_takes_the_last_report_and_every_version(observation) -> None:
+    summary = build_summary(
+        observation,
+        model="sea",
+        options=DemoOptions(events=2000, rate=1000, seed=7),
+        pipeline_seconds=3.0,
+        total_seconds=5.0,
+    )
+    assert (summary.learned, summary.scored, summary.drift_at) == (2000, 2000, 1000)
+    assert (summary.champion, summary.champion_version) == ("agile", 2)
+    assert [(c.name, c.rolling_accuracy, c.events) for c in summary.candidates] == [
+        ("steady", 0.93, 2000),
+        ("agile", 0.97, 2000),
+    ]
+    assert list(summary.predictions_by_version) == [1, 2]  # in version order
+    assert summary.missing == []
+
+
+def test_the_markdown_embeds_the_plot_and_lists_versions_and_predictions(observation) -> None:
+    summary = build_summary(
+        observation,
+        model="sea",
+        options=DemoOptions(events=2000, drift_at=1200),
+        pipeline_seconds=3.0,
+        total_seconds=5.0,
+        missing=["after 120 s: scored 1,999 of 2,000 events"],
+    )
+    text = summary_markdown(summary, plot_name="plot.png")
+    assert "![Rolling accuracy of each candidate](plot.png)" in text
+    assert "concept drift at 1,200" in text
+    assert "| agile (champion) | 0.9700 | 0.9600 | 2,000 |" in text
+    assert "| v2 | agile | challenger | 2,000 | 1,001-2,000 | 0.00123 |" in text
+    assert "| v1 | steady | initial | 1,000 | 1-1,000 | - |" in text
+    assert "| v1 | 1,100 |" in text
+    assert "- v2: agile won | by a margin" in text
+    assert "## Missing" in text and "scored 1,999 of 2,000" in text
+
+
+def test_the_plot_is_a_png(observation, tmp_path: Path) -> None:
+    path = plot_rolling_accuracy(
+        observation.metrics, observation.versions, drift_at=1200, path=tmp_path / "out/p.png"
+    )
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC)
+    assert len(data) > 10_000
+
+
+def test_a_plot_without_records_is_still_drawn(tmp_path: Path) -> None:
+    path = plot_rolling_accuracy([], [], drift_at=10, path=tmp_path / "empty.png")
+    assert path.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_the_rate_meter_measures_the_recent_rate() -> None:
+    meter = RateMeter(span=2.0)
+    assert meter.update(0, now=0.0) == 0.0
+    assert meter.update(100, now=1.0) == pytest.approx(100.0)
+    meter.update(300, now=2.0)
+    assert meter.update(600, now=3.0) == pytest.approx(250.0)  # (600 - 100) / (3 - 1)
+
+
+def test_the_default_configuration_is_found_from_any_folder() -> None:
+    options = DemoOptions()
+    assert options.config_path.is_file()
+    assert options.config_path.is_absolute()
+    assert DemoOptions(events=40_000).drift_index == 20_000
+    assert DemoOptions(events=40_000, drift_at=5).drift_index == 5
