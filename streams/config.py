@@ -9,6 +9,7 @@ the worker's own settings under ``worker``::
     checkpoint_interval = 2.0     # seconds between checkpoints
     checkpoint_every = 20000      # ... or this many events, whichever comes first
     metrics_every = 500           # publish each model's metrics to models.metrics this often
+    session_timeout = 10.0        # seconds before the group gives a silent worker's partitions away
 
     [models.sea]
     task = "classification"
@@ -55,6 +56,7 @@ class WorkerSettings:
     checkpoint_every: int = 20_000
     max_event_bytes: int = 1_000_000
     metrics_every: int = 500
+    session_timeout: float = 10.0
 
 
 @dataclass(frozen=True)

@@ -145,9 +145,10 @@ class TrainingRuntime:
                 event.ack()  # already in the restored state
                 return
             state.pending.append(event)
+            # Before learning: a promotion checkpoints at once, and its snapshot holds this event.
+            state.cursor = message.offset
             self._since_checkpoint += 1
             await self._learn(state, message.tp, message.offset, message.key, message.value)
-            state.cursor = message.offset
             if self._checkpoint_due():
                 await self._checkpoint()
 
@@ -427,6 +428,9 @@ def create_app(
         # ~18k/s with larger fetches (bench/pipeline_throughput.py).
         consumer_max_fetch_size=FETCH_BYTES_PER_PARTITION,
         broker_max_poll_records=MAX_POLL_RECORDS,
+        # A worker that dies is noticed after this long, and its partitions move on.
+        broker_session_timeout=config.worker.session_timeout,
+        broker_heartbeat_interval=config.worker.session_timeout / 5,
     )
     labeled = app.topic(config.topics.labeled, key_serializer="raw", value_serializer="raw")
     topics = {
