@@ -3,7 +3,9 @@
 An artifact is stored under ``<prefix>artifact:<sha256>``: storing the same bytes twice is a
 no-op, and a key can never hold other bytes than its name says. The signature (HMAC-SHA256 with
 the deployment's key) travels in the registry record, not in Redis, so whoever can write to
-Redis still cannot make a worker load a model of their own.
+Redis still cannot make a worker load a model of their own. It covers the model name and version
+as well as the bytes (:func:`trainers.serialization.signed_message`), so whoever can write to the
+registry topic cannot make one model serve another model's artifact either.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from streams.registry import ArtifactRef
+from streams.registry import ArtifactRef, ModelVersion
 from trainers.errors import ArtifactIntegrityError
 from trainers.serialization import dumps, sha256_hex, sign, verify_and_load
 
@@ -32,12 +34,15 @@ def artifact_key(prefix: str, sha256: str) -> str:
     return f"{prefix}artifact:{sha256}"
 
 
-def pack(model: Any, *, prefix: str, key: bytes) -> tuple[bytes, ArtifactRef]:
-    """Serialize ``model`` and describe it: its Redis key, digest, size and signature."""
-    blob = dumps(model)
+def pack(
+    estimator: Any, *, model: str, version: int, prefix: str, key: bytes
+) -> tuple[bytes, ArtifactRef]:
+    """Serialize ``estimator`` as ``model`` ``version``: its bytes, Redis key, digest, signature."""
+    blob = dumps(estimator)
     digest = sha256_hex(blob)
+    signature = sign(blob, key, model=model, version=version)
     return blob, ArtifactRef(
-        key=artifact_key(prefix, digest), sha256=digest, size=len(blob), signature=sign(blob, key)
+        key=artifact_key(prefix, digest), sha256=digest, size=len(blob), signature=signature
     )
 
 
@@ -46,15 +51,23 @@ async def store(client: aioredis.Redis, blob: bytes, ref: ArtifactRef) -> None:
     await client.set(ref.key, blob, nx=True)
 
 
-def load(client: redis.Redis, ref: ArtifactRef, *, key: bytes) -> Any:
-    """Fetch an artifact and unpickle it only if its digest and signature check out.
+def load(client: redis.Redis, record: ModelVersion, *, key: bytes) -> Any:
+    """Fetch the artifact ``record`` names; unpickle it only if it checks out as that version.
 
     Raises :class:`~trainers.errors.ArtifactIntegrityError` for a missing, altered or unsigned
-    artifact, or one signed with another key.
+    artifact, one signed with another key, or one signed as another model or version.
     """
+    ref = record.artifact
     if ref.key != artifact_key(ref.key.rsplit("artifact:", 1)[0], ref.sha256):
         raise ArtifactIntegrityError(f"key {ref.key} does not name digest {ref.sha256}")
     blob = client.get(ref.key)
     if blob is None:
         raise ArtifactIntegrityError(f"missing: no artifact under {ref.key}")
-    return verify_and_load(blob, sha256=ref.sha256, signature=ref.signature, key=key)
+    return verify_and_load(
+        blob,
+        model=record.model,
+        version=record.version,
+        sha256=ref.sha256,
+        signature=ref.signature,
+        key=key,
+    )

@@ -28,6 +28,7 @@ Redis (``REDIS_URL``, ``rediss://`` for TLS) and the artifact signing key
 from __future__ import annotations
 
 import os
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -109,12 +110,23 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> D
     )
 
 
-def kafka_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+# kafka-python settings that are booleans: the environment only holds strings, and the string
+# "false" is truthy.
+_BOOLEAN_KAFKA_SETTINGS = frozenset({"ssl_check_hostname"})
+_TRUE_WORDS, _FALSE_WORDS = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no"})
+
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI")
+"""The SASL mechanisms both kafka-python and faust (aiokafka) can take from the environment."""
+
+
+def kafka_settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Bootstrap servers and the security settings that pass through to every Kafka client.
 
     ``KAFKA_SECURITY_PROTOCOL``, ``KAFKA_SASL_MECHANISM``, ``KAFKA_SASL_PLAIN_USERNAME``,
     ``KAFKA_SASL_PLAIN_PASSWORD``, ``KAFKA_SSL_CAFILE``, ... become the kafka-python keyword
     arguments ``security_protocol``, ``sasl_mechanism``, ... (lower case, prefix removed).
+    ``KAFKA_SSL_CHECK_HOSTNAME`` is read as a boolean (``true``/``false``). The faust workers
+    take the same settings through :func:`faust_broker_options`.
     """
     env = os.environ if environ is None else environ
     bootstrap = env.get("KAFKA_BOOTSTRAP_SERVERS")
@@ -123,11 +135,102 @@ def kafka_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
             "KAFKA_BOOTSTRAP_SERVERS is not set; start a local stack with "
             "'eval \"$(driftline stack up)\"' or point it at your cluster"
         )
-    settings = {"bootstrap_servers": bootstrap}
+    settings: dict[str, Any] = {"bootstrap_servers": bootstrap}
     for name, value in env.items():
         if name.startswith(("KAFKA_SECURITY_", "KAFKA_SASL_", "KAFKA_SSL_")):
-            settings[name[len("KAFKA_") :].lower()] = value
+            setting = name[len("KAFKA_") :].lower()
+            settings[setting] = (
+                _boolean(name, value) if setting in _BOOLEAN_KAFKA_SETTINGS else value
+            )
     return settings
+
+
+def _boolean(name: str, value: str) -> bool:
+    if value.strip().lower() in _TRUE_WORDS:
+        return True
+    if value.strip().lower() in _FALSE_WORDS:
+        return False
+    raise ConfigFileError(f"{name} must be true or false, not {value!r}")
+
+
+def faust_broker_options(kafka: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``faust.App`` keyword arguments that reach the cluster ``kafka`` describes.
+
+    ``kafka`` holds kafka-python settings (:func:`kafka_settings`): ``broker`` lists its bootstrap
+    servers as ``kafka://`` URLs and, unless ``security_protocol`` is ``PLAINTEXT`` (the
+    default), ``broker_credentials`` carries the same security: a ``faust.SSLCredentials`` for
+    ``SSL``, a ``faust.SASLCredentials`` (or ``GSSAPICredentials``) for ``SASL_PLAINTEXT`` and
+    ``SASL_SSL``. The TLS context is built as kafka-python builds its own, from ``ssl_cafile``,
+    ``ssl_certfile``, ``ssl_keyfile``, ``ssl_password``, ``ssl_crlfile`` and
+    ``ssl_check_hostname`` (or taken as is from ``ssl_context``).
+    """
+    import faust  # here, not at the top: the CLI's light commands import this module too
+
+    servers = kafka["bootstrap_servers"]
+    if isinstance(servers, str):
+        servers = servers.split(",")
+    options: dict[str, Any] = {
+        "broker": [f"kafka://{server.strip()}" for server in servers if server.strip()]
+    }
+    protocol = str(kafka.get("security_protocol") or "PLAINTEXT").upper()
+    if protocol == "PLAINTEXT":
+        return options
+    if protocol == "SSL":
+        options["broker_credentials"] = faust.SSLCredentials(kafka_ssl_context(kafka))
+        return options
+    if protocol not in ("SASL_PLAINTEXT", "SASL_SSL"):
+        raise ConfigFileError(
+            f"KAFKA_SECURITY_PROTOCOL {protocol!r} is not one of PLAINTEXT, SSL, SASL_PLAINTEXT "
+            "or SASL_SSL"
+        )
+    ssl_context = kafka_ssl_context(kafka) if protocol == "SASL_SSL" else None
+    mechanism = str(kafka.get("sasl_mechanism") or "").upper()
+    if mechanism not in SASL_MECHANISMS:
+        raise ConfigFileError(
+            f"KAFKA_SECURITY_PROTOCOL {protocol} needs KAFKA_SASL_MECHANISM, one of "
+            f"{', '.join(SASL_MECHANISMS)} (not {mechanism or 'unset'})"
+        )
+    if mechanism == "GSSAPI":
+        options["broker_credentials"] = faust.GSSAPICredentials(
+            kerberos_service_name=kafka.get("sasl_kerberos_service_name") or "kafka",
+            kerberos_domain_name=kafka.get("sasl_kerberos_domain_name"),
+            ssl_context=ssl_context,
+        )
+    else:
+        options["broker_credentials"] = faust.SASLCredentials(
+            username=kafka.get("sasl_plain_username"),
+            password=kafka.get("sasl_plain_password"),
+            mechanism=mechanism,
+            ssl_context=ssl_context,
+        )
+    return options
+
+
+def kafka_ssl_context(kafka: Mapping[str, Any]) -> ssl.SSLContext:
+    """The TLS context kafka-python would build from the ``ssl_*`` settings in ``kafka``."""
+    if kafka.get("ssl_context") is not None:
+        return kafka["ssl_context"]
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = bool(kafka.get("ssl_check_hostname", True))
+    try:
+        if kafka.get("ssl_cafile"):
+            context.load_verify_locations(kafka["ssl_cafile"])
+        else:
+            context.load_default_certs()
+        if kafka.get("ssl_certfile"):
+            context.load_cert_chain(
+                certfile=kafka["ssl_certfile"],
+                keyfile=kafka.get("ssl_keyfile"),
+                password=kafka.get("ssl_password"),
+            )
+        if kafka.get("ssl_crlfile"):
+            context.load_verify_locations(kafka["ssl_crlfile"])
+            context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    except (OSError, ssl.SSLError) as error:
+        # The error names the file, never the password: safe to show.
+        raise ConfigFileError(f"cannot set up TLS to Kafka from KAFKA_SSL_*: {error}") from error
+    return context
 
 
 def redis_url(environ: Mapping[str, str] | None = None) -> str:

@@ -262,8 +262,8 @@ class RegistryClient:
         """Fetch, verify and unpickle the model ``version`` names.
 
         Raises :class:`~trainers.errors.ArtifactIntegrityError`, without unpickling anything,
-        for an artifact that is missing, altered, unsigned, signed with another key, or named
-        outside this deployment's Redis namespace.
+        for an artifact that is missing, altered, unsigned, signed with another key, signed as
+        another model or version, or named outside this deployment's Redis namespace.
         """
         ref = version.artifact
         expected_key = artifacts.artifact_key(self.redis_prefix, ref.sha256)
@@ -274,7 +274,7 @@ class RegistryClient:
             )
         if self._signing_key is None:
             self._signing_key = signing_key_from_env()
-        return artifacts.load(self._redis_client(), ref, key=self._signing_key)
+        return artifacts.load(self._redis_client(), version, key=self._signing_key)
 
     def promote(self, model: str, version: int, *, reason: str) -> ModelVersion:
         """Make ``version`` serve ``model`` now; returns the published manual record."""

@@ -54,7 +54,7 @@ import faust
 import orjson
 from faust.types import EventT
 
-from streams.config import DriftlineConfig
+from streams.config import DriftlineConfig, faust_broker_options
 from streams.contract import InvalidEvent, UnlabeledEvent, dead_letter_record, decode_unlabeled
 from streams.registry import ModelVersion, serving_records
 from streams.registry_client import RegistryClient, RegistrySubscription
@@ -337,7 +337,7 @@ def create_app(
     """
     app = faust.App(
         group or f"{config.worker.group}-scorer",
-        broker=f"kafka://{kafka['bootstrap_servers']}",
+        **faust_broker_options(kafka),
         store="memory://",
         web_enabled=False,
         consumer_auto_offset_reset="earliest",

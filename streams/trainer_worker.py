@@ -50,7 +50,7 @@ from faust.types import TP, EventT
 from streams import artifacts
 from streams.admin import DEAD_LETTER_MAX_BYTES
 from streams.checkpoint import CheckpointFenced, CheckpointStore
-from streams.config import DriftlineConfig
+from streams.config import DriftlineConfig, faust_broker_options
 from streams.contract import InvalidEvent, dead_letter_record, decode_labeled
 from streams.registry import ModelVersion, read_registry, serving_records
 from streams.registry_client import RegistrySubscription
@@ -312,7 +312,11 @@ class TrainingRuntime:
         while self._waiting_promotions:
             promotion = self._waiting_promotions[0]
             blob, ref = artifacts.pack(
-                promotion.estimator, prefix=self.redis_prefix, key=self.signing_key
+                promotion.estimator,
+                model=promotion.model,
+                version=promotion.version,
+                prefix=self.redis_prefix,
+                key=self.signing_key,
             )
             try:
                 await artifacts.store(self.redis, blob, ref)
@@ -416,7 +420,7 @@ def create_app(
     """The trainer worker's faust app: one topic in, one agent, a checkpoint timer."""
     app = faust.App(
         config.worker.group,
-        broker=f"kafka://{kafka['bootstrap_servers']}",
+        **faust_broker_options(kafka),
         store="memory://",
         web_enabled=False,
         consumer_auto_offset_reset="earliest",

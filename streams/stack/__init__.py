@@ -177,6 +177,26 @@ class LocalStack:
         self._state_file.unlink(missing_ok=True)
         return stopped
 
+    def stop_service(self, service: str, *, timeout: float = 20.0) -> None:
+        """Stop ``"kafka"`` or ``"redis"`` alone, keeping its data and ports (fault tests)."""
+        stop(self.pid_of(service), timeout=timeout)
+
+    def start_service(self, service: str) -> None:
+        """Start a service that :meth:`stop_service` stopped, on its ports, with its data."""
+        services = self._load()
+        if service not in services:
+            raise StackError(f"no {service} in the local stack at {self.state_dir}")
+        entry, endpoints = services[service], self._endpoints(services)
+        if service == "kafka":
+            layout = kafka.BrokerLayout(Path(entry.root))
+            entry.pid = kafka.start(layout)
+            self._save(services)
+            kafka.wait_until_ready(entry.pid, endpoints.kafka_bootstrap, layout.log)
+        else:
+            entry.pid = redis.start(Path(entry.root), host=self.host, port=entry.port)
+            self._save(services)
+            redis.wait_until_ready(entry.pid, endpoints.redis_url, Path(entry.root) / "redis.log")
+
     def pid_of(self, service: str) -> int:
         """The pid of ``"kafka"`` or ``"redis"`` as recorded by :meth:`up`."""
         services = self._load()

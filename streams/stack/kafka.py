@@ -133,12 +133,9 @@ def server_properties(*, host: str, port: int, controller_port: int, data_dir: P
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
-def format_and_start(
-    layout: BrokerLayout, *, host: str, port: int, controller_port: int, heap: str = "1g"
-) -> int:
+def format_and_start(layout: BrokerLayout, *, host: str, port: int, controller_port: int) -> int:
     """Configure, format and start a broker; returns its pid (not yet ready)."""
     java = require_tool("java")
-    classpath = f"{broker_jars()}/*"
     layout.data.mkdir(parents=True, exist_ok=True)
     layout.config.write_text(
         server_properties(
@@ -149,7 +146,7 @@ def format_and_start(
         [
             java,
             "-cp",
-            classpath,
+            f"{broker_jars()}/*",
             "kafka.tools.StorageTool",
             "format",
             "-t",
@@ -162,14 +159,19 @@ def format_and_start(
     )
     if formatted.returncode != 0:
         raise StackError(f"kafka storage format failed:\n{formatted.stdout}{formatted.stderr}")
+    return start(layout)
+
+
+def start(layout: BrokerLayout, *, heap: str = "1g") -> int:
+    """Start a configured and formatted broker; returns its pid (not yet ready)."""
     return spawn(
         [
-            java,
+            require_tool("java"),
             "-Xms256m",
             f"-Xmx{heap}",
             "-XX:+UseG1GC",
             "-cp",
-            classpath,
+            f"{broker_jars()}/*",
             "kafka.Kafka",
             str(layout.config),
         ],

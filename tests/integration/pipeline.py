@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ import redis
 from kafka import KafkaProducer
 
 from streams import replay
+from streams.admin import ensure_topics
 from streams.checkpoint import read_checkpoint
 from streams.config import DriftlineConfig, load_config
 from streams.contract import encode_event
@@ -27,6 +29,7 @@ class Deployment:
     """One test's view of a driftline deployment: its topics, Redis namespace and group."""
 
     env: dict[str, str]
+    config_path: Path = SEA_CONFIG
 
     @property
     def topics(self) -> Topics:
@@ -36,14 +39,22 @@ class Deployment:
     def kafka(self) -> dict[str, str]:
         return {"bootstrap_servers": self.env["KAFKA_BOOTSTRAP_SERVERS"]}
 
-    def config(self, path: Path = SEA_CONFIG) -> DriftlineConfig:
-        return load_config(path, self.env)
+    def config(self) -> DriftlineConfig:
+        return load_config(self.config_path, self.env)
+
+    def raw_config(self) -> dict[str, Any]:
+        return tomllib.loads(self.config_path.read_text())
 
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.env["REDIS_URL"])
 
     def send_raw(self, records: Iterable[tuple[bytes, bytes]]) -> None:
-        """Produce (key, value) records as they are, valid or not, to the labeled topic."""
+        """Produce (key, value) records as they are, valid or not, to the labeled topic.
+
+        The topics are created first, as a worker would create them: a topic the broker
+        creates on the first write gets one partition.
+        """
+        ensure_topics(self.topics, self.kafka, partitions=self.config().worker.partitions)
         producer = KafkaProducer(acks="all", max_request_size=2**21, **self.kafka)
         for key, value in records:
             producer.send(self.topics.labeled, key=key, value=value)
@@ -87,8 +98,10 @@ def wait_for(condition: Callable[[], Any], *, timeout: float, what: str, every: 
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def sea_events(n: int = 40_000, drift_at: int = 20_000, seed: int = 42) -> list[dict[str, Any]]:
-    return list(replay.from_drift("sea", model="sea", events=n, drift_at=drift_at, seed=seed))
+def sea_events(
+    n: int = 40_000, drift_at: int = 20_000, seed: int = 42, model: str = "sea"
+) -> list[dict[str, Any]]:
+    return list(replay.from_drift("sea", model=model, events=n, drift_at=drift_at, seed=seed))
 
 
 def encoded(events: Iterable[dict[str, Any]]) -> Iterable[tuple[bytes, bytes]]:
@@ -96,10 +109,10 @@ def encoded(events: Iterable[dict[str, Any]]) -> Iterable[tuple[bytes, bytes]]:
 
 
 def train_in_process(
-    config: DriftlineConfig, events: Iterable[dict[str, Any]], topic: str
+    config: DriftlineConfig, events: Iterable[dict[str, Any]], topic: str, model: str = "sea"
 ) -> tuple[ModelTrainer, list[Promotion]]:
     """The uninterrupted reference: the same events through one trainer, offsets 0, 1, 2, ..."""
-    trainer = ModelTrainer(config.models["sea"])
+    trainer = ModelTrainer(config.models[model])
     promotions = []
     for offset, event in enumerate(events):
         promotion = trainer.learn(

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import time
 
 import pytest
 import redis
+import yaml
 from pipeline import Deployment, encoded, sea_events, train_in_process, wait_for
 
+from streams.stack import LocalStack
 from streams.stack import redis as local_redis
 from streams.stack.process import free_port, stop
 
@@ -91,3 +94,92 @@ def test_training_goes_on_through_a_redis_outage(driftline_env, spawn, tmp_path)
         stop(pid)
     with open(worker.log_path, errors="replace") as log:
         assert "Redis unavailable" in log.read()
+
+
+def test_workers_reconnect_after_a_thirty_second_broker_outage(driftline_env, spawn, tmp_path):
+    stack = LocalStack(tmp_path / "stack")  # a broker of its own, to stop and start
+    endpoints = stack.up()
+    env = {
+        **driftline_env,
+        "KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap,
+        "REDIS_URL": endpoints.redis_url,
+    }
+    deployment = Deployment(env)
+    events = sea_events()
+    try:
+        worker = spawn("worker", "--config", "examples/sea.toml", env=env, name="trainer")
+        deployment.send_raw(encoded(events[:20_000]))
+        deployment.wait_until_learned("sea", 10_000)
+
+        stack.stop_service("kafka")
+        time.sleep(30)
+        assert worker.poll() is None, "the worker must survive the outage"
+        stack.start_service("kafka")
+
+        deployment.send_raw(encoded(events[20_000:]))
+        trainer = deployment.wait_until_learned("sea", len(events), timeout=180)
+        reference, promotions = train_in_process(
+            deployment.config(), events, deployment.topics.labeled
+        )
+        assert trainer.learned == reference.learned == {"steady": 40_000, "agile": 40_000}
+        versions = wait_for(
+            lambda: len(v := deployment.registry()) >= len(promotions) and v,
+            timeout=30,
+            what="every version",
+        )
+        assert [(v.version, v.candidate["name"]) for v in versions] == [
+            (p.version, p.candidate) for p in promotions
+        ]
+        assert worker.poll() is None
+    finally:
+        stack.down()
+
+
+def test_a_surviving_worker_takes_over_the_models_of_a_killed_one(driftline_env, spawn, tmp_path):
+    # Names whose keys fall in the four partitions 0-3, so that each worker owns two models.
+    models = ["model-1", "model-2", "model-0", "model-10"]
+    sea = Deployment(driftline_env).raw_config()["models"]["sea"]
+    config = tmp_path / "four.yaml"
+    config.write_text(yaml.safe_dump({"models": dict.fromkeys(models, sea)}))
+    deployment = Deployment(driftline_env, config_path=config)
+    streams = {
+        name: sea_events(20_000, drift_at=10_000, seed=seed, model=name)
+        for seed, name in enumerate(models)
+    }
+    args = ("worker", "--config", str(config), "--log-level", "info")
+    first = spawn(*args, name="trainer-a")
+    second = spawn(*args, name="trainer-b")
+    interleaved = [event for batch in zip(*streams.values(), strict=True) for event in batch]
+    deployment.send_raw(encoded(interleaved[:40_000]))
+    wait_for(
+        lambda: len(t := deployment.trainers()) == 4 and all(m.events >= 5_000 for m in t.values()),
+        timeout=120,
+        what="both workers to train",
+    )
+    assert _claimed(first) and _claimed(second), "the group must spread the partitions"
+
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    deployment.send_raw(encoded(interleaved[40_000:]))
+    trained = wait_for(
+        lambda: (t := deployment.trainers()) and all(t[m].events >= 20_000 for m in models) and t,
+        timeout=180,
+        what="the survivor to finish every model",
+    )
+    assert second.poll() is None
+    assert _claimed(second) == {0, 1, 2, 3}
+    versions = deployment.registry()
+    for name in models:
+        reference, promotions = train_in_process(
+            deployment.config(), streams[name], deployment.topics.labeled, model=name
+        )
+        assert trained[name].learned == reference.learned
+        published = [v.version for v in versions if v.model == name]
+        assert published == [p.version for p in promotions], name
+        assert published == list(range(1, len(published) + 1)), name
+
+
+def _claimed(worker) -> set[int]:
+    """Partitions a worker has claimed, from its log."""
+    with open(worker.log_path, errors="replace") as log:
+        return {int(p) for p in re.findall(r"claimed \S+\[(\d+)\]", log.read())}

@@ -47,7 +47,7 @@ def test_sea_drift_promotes_after_the_switch_and_every_artifact_loads(driftline_
     client = deployment.redis()
     for version in versions:
         assert sha256_hex(client.get(version.artifact.key)) == version.artifact.sha256
-        model = artifacts.load(client, version.artifact, key=key)
+        model = artifacts.load(client, version, key=key)
         assert model.name == version.candidate["name"]
         assert all(model.predict_one(x) in (True, False) for x in PROBE[:50])
         assert {"window", "n", "p_value", "statistic"} <= set(version.evidence) or (
