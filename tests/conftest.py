@@ -20,6 +20,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -108,11 +109,15 @@ def redis_url(services: Services) -> str:
     return services.redis_url
 
 
+def _unique_names() -> Callable[[str], str]:
+    token = uuid.uuid4().hex[:10]
+    return lambda stem: f"{stem}-{token}"
+
+
 @pytest.fixture
 def unique() -> Callable[[str], str]:
     """Names no other test uses: topics, consumer groups, Redis key prefixes."""
-    token = uuid.uuid4().hex[:10]
-    return lambda stem: f"{stem}-{token}"
+    return _unique_names()
 
 
 @pytest.fixture
@@ -135,9 +140,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture
-def driftline_env(kafka_bootstrap: str, redis_url: str, unique: Callable[[str], str]) -> dict:
-    """Environment for driftline processes of one test: its own topics, keys and group."""
+def _deployment_env(kafka_bootstrap: str, redis_url: str, unique: Callable[[str], str]) -> dict:
     return {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
@@ -150,16 +153,18 @@ def driftline_env(kafka_bootstrap: str, redis_url: str, unique: Callable[[str], 
     }
 
 
-@pytest.fixture
-def spawn(driftline_env: dict, tmp_path) -> Iterator[Callable[..., subprocess.Popen]]:
-    """Start ``driftline ARGS`` in the background (stopped, at the latest, after the test)."""
+@contextlib.contextmanager
+def _driftline_processes(
+    default_env: dict, log_dir: Path
+) -> Iterator[Callable[..., subprocess.Popen]]:
+    """Start ``driftline ARGS`` in the background; every one is stopped on exit, at the latest."""
     started: list[subprocess.Popen] = []
 
     def start(*args: str, env: dict | None = None, name: str = "driftline") -> subprocess.Popen:
-        log = open(tmp_path / f"{name}-{len(started)}.log", "wb")  # noqa: SIM115
+        log = open(log_dir / f"{name}-{len(started)}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", *args],
-            env=env or driftline_env,
+            env=env or default_env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -167,12 +172,42 @@ def spawn(driftline_env: dict, tmp_path) -> Iterator[Callable[..., subprocess.Po
         started.append(process)
         return process
 
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    try:
+        yield start
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+@pytest.fixture
+def driftline_env(kafka_bootstrap: str, redis_url: str, unique: Callable[[str], str]) -> dict:
+    """Environment for driftline processes of one test: its own topics, keys and group."""
+    return _deployment_env(kafka_bootstrap, redis_url, unique)
+
+
+@pytest.fixture
+def spawn(driftline_env: dict, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
+    """Start ``driftline ARGS`` in the background (stopped, at the latest, after the test)."""
+    with _driftline_processes(driftline_env, tmp_path) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def module_driftline_env(kafka_bootstrap: str, redis_url: str) -> dict:
+    """Like ``driftline_env``, shared by the tests of one module (one deployment, set up once)."""
+    return _deployment_env(kafka_bootstrap, redis_url, _unique_names())
+
+
+@pytest.fixture(scope="module")
+def module_spawn(
+    module_driftline_env: dict, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., subprocess.Popen]]:
+    """Like ``spawn``, for processes that serve every test of one module (stopped after it)."""
+    with _driftline_processes(module_driftline_env, tmp_path_factory.mktemp("processes")) as start:
+        yield start

@@ -17,6 +17,7 @@ from streams.admin import ensure_topics
 from streams.checkpoint import read_checkpoint
 from streams.config import DriftlineConfig, load_config
 from streams.contract import encode_event
+from streams.producer import EventProducer
 from streams.registry import ModelVersion, read_registry
 from streams.topics import Topics
 from trainers.trainer import ModelTrainer, Promotion
@@ -60,6 +61,15 @@ class Deployment:
             producer.send(self.topics.labeled, key=key, value=value)
         producer.flush()
         producer.close()
+
+    def send_unlabeled(self, events: Iterable[dict[str, Any]]) -> None:
+        """Produce events to be scored, through the producer SDK."""
+        with EventProducer(
+            topic=self.topics.labeled, unlabeled_topic=self.topics.unlabeled, **self.kafka
+        ) as producer:
+            for event in events:
+                producer.send_unlabeled({k: v for k, v in event.items() if k != "label"})
+            producer.flush()
 
     def trainers(self) -> dict[str, ModelTrainer]:
         """The models as the workers' last checkpoints hold them."""

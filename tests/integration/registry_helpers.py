@@ -7,13 +7,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 from pipeline import wait_for
 
 from streams import replay
-from streams.registry import ModelVersion
+from streams.producer import EventProducer
+from streams.registry import ArtifactRef, ModelVersion
 from streams.registry_client import RegistryClient
 from streams.topics import Topics
+
+SEA_EVENTS = 40_000
+"""Enough for the SEA story: v1 after the warm-up, v2 and v3 after the concept switch."""
 
 
 def client_for(env: dict, **overrides: Any) -> RegistryClient:
@@ -40,26 +44,71 @@ def wait_for_records(
     )
 
 
-def start_sea_training(spawn: Callable) -> Any:
-    """Start a trainer worker and feed it the SEA story (v1, v2, v3 within ~15 s)."""
+def start_sea_training(spawn: Callable, *, events: int = SEA_EVENTS) -> Any:
+    """Start a trainer worker and feed it the SEA story (v1, v2, v3 within ~15 s).
+
+    Fewer ``events`` tell less of it: 2,000 give v1 alone (the warm-up is 1,000 events).
+    """
     worker = spawn("worker", "--config", "examples/sea.toml", name="trainer")
-    spawn("produce", "--synthetic", "sea", "--events", "40000", "--drift-at", "20000", "--quiet")
+    spawn("produce", "--synthetic", "sea", "--events", str(events), "--quiet")
     return worker
 
 
-def train_sea(env: dict, spawn: Callable) -> RegistryClient:
-    """A client of a registry where a trainer published sea v1, v2 and v3, then stopped.
+def train_sea(
+    env: dict, spawn: Callable, *, versions: int = 3, events: int = SEA_EVENTS
+) -> RegistryClient:
+    """A client of a registry where a trainer published ``versions`` versions of sea, then stopped.
 
     The trainer is stopped so that no promotion of its own lands in the middle of a test.
     """
     client = client_for(env)
-    worker = start_sea_training(spawn)
+    worker = start_sea_training(spawn, events=events)
     try:
-        wait_for_records(client, "sea", 3)
+        wait_for_records(client, "sea", versions)
     finally:
         worker.terminate()
         worker.wait(30)
     return client
+
+
+def publish_hand_made_version(
+    env: dict, serving: ModelVersion, *, version: int, artifact: ArtifactRef, reason: str
+) -> ModelVersion:
+    """Publish, as a trainer would, ``version`` of ``serving``'s model naming ``artifact``.
+
+    Waits for the broker's acknowledgement; returns the record.
+    """
+    record = ModelVersion(
+        model=serving.model,
+        version=version,
+        kind="challenger",
+        candidate=serving.candidate,
+        previous_version=serving.version,
+        reason=reason,
+        evidence={},
+        lineage=serving.lineage,
+        artifact=artifact,
+    )
+    topic = Topics.from_prefix(env["DRIFTLINE_TOPIC_PREFIX"]).registry
+    producer = KafkaProducer(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"], acks="all")
+    try:
+        producer.send(topic, key=record.model.encode(), value=record.to_json()).get(timeout=30)
+    finally:
+        producer.close()
+    return record
+
+
+class CreatesFile:
+    """Unpickling this creates a file: proof, when the file is absent, that nothing unpickled it.
+
+    The pickle names only ``builtins.open``, so any process can load it, this class unknown.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[str, str]]:
+        return (open, (self.path, "w"))
 
 
 def unlabeled_sea_events(first_id: int = 0, seed: int = 7) -> Iterator[dict[str, Any]]:
@@ -95,3 +144,45 @@ class TopicReader:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+class Scoring:
+    """Unlabeled events in, predictions read back, for one deployment (see ``driftline score``)."""
+
+    def __init__(self, env: dict) -> None:
+        topics = Topics.from_prefix(env["DRIFTLINE_TOPIC_PREFIX"])
+        self.producer = EventProducer(
+            env["KAFKA_BOOTSTRAP_SERVERS"], unlabeled_topic=topics.unlabeled
+        )
+        self.predictions = TopicReader(env, topics.predictions)
+        self.sent: list[str] = []
+        self._events: Iterator[dict[str, Any]] = unlabeled_sea_events()
+
+    def send(self, count: int) -> None:
+        for event in itertools.islice(self._events, count):
+            self.producer.send_unlabeled(event)
+            self.sent.append(event["event_id"])
+        self.producer.flush()
+
+    def until_served_by(self, version: int, *, timeout: float = 30.0) -> None:
+        """Send small batches until a prediction made after this call comes from ``version``."""
+        already = len(self.predictions.read(0))
+
+        def served() -> bool:
+            self.send(20)
+            return any(p["version"] == version for p in self.predictions.read()[already:])
+
+        wait_for(served, timeout=timeout, what=f"a prediction of v{version}", every=0.1)
+
+    def all_scored(self, *, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Every prediction, once one exists for each sent event (plus a moment for extras)."""
+        self.predictions.wait_until(
+            lambda records: len(records) >= len(self.sent),
+            timeout=timeout,
+            what=f"predictions of {len(self.sent)} events",
+        )
+        return self.predictions.read(1.0)
+
+    def close(self) -> None:
+        self.producer.close()
+        self.predictions.close()

@@ -12,6 +12,7 @@ import pytest
 import redis
 import yaml
 from pipeline import Deployment, encoded, sea_events, train_in_process, wait_for
+from registry_helpers import TopicReader
 
 from streams.stack import LocalStack
 from streams.stack import redis as local_redis
@@ -106,17 +107,21 @@ def test_workers_reconnect_after_a_thirty_second_broker_outage(driftline_env, sp
     }
     deployment = Deployment(env)
     events = sea_events()
+    to_score = [{**event, "event_id": f"u-{i}"} for i, event in enumerate(sea_events(4_000))]
     try:
-        worker = spawn("worker", "--config", "examples/sea.toml", env=env, name="trainer")
+        trainer_worker = spawn("worker", "--config", "examples/sea.toml", env=env, name="trainer")
+        scorer = spawn("score", "--config", "examples/sea.toml", env=env, name="scorer")
         deployment.send_raw(encoded(events[:20_000]))
+        deployment.send_unlabeled(to_score[:2_000])
         deployment.wait_until_learned("sea", 10_000)
 
         stack.stop_service("kafka")
         time.sleep(30)
-        assert worker.poll() is None, "the worker must survive the outage"
+        assert trainer_worker.poll() is None and scorer.poll() is None, "workers must survive"
         stack.start_service("kafka")
 
         deployment.send_raw(encoded(events[20_000:]))
+        deployment.send_unlabeled(to_score[2_000:])
         trainer = deployment.wait_until_learned("sea", len(events), timeout=180)
         reference, promotions = train_in_process(
             deployment.config(), events, deployment.topics.labeled
@@ -130,7 +135,15 @@ def test_workers_reconnect_after_a_thirty_second_broker_outage(driftline_env, sp
         assert [(v.version, v.candidate["name"]) for v in versions] == [
             (p.version, p.candidate) for p in promotions
         ]
-        assert worker.poll() is None
+        predictions = TopicReader(env, deployment.topics.predictions)
+        scored = predictions.wait_until(
+            lambda records: {r["event_id"] for r in records} >= {e["event_id"] for e in to_score},
+            timeout=120,
+            what="every unlabeled event scored",
+        )
+        predictions.close()
+        assert {r["event_id"] for r in scored} == {e["event_id"] for e in to_score}
+        assert trainer_worker.poll() is None and scorer.poll() is None
     finally:
         stack.down()
 

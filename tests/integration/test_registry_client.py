@@ -12,7 +12,13 @@ from collections.abc import Callable
 
 import pytest
 import redis
-from registry_helpers import client_for, start_sea_training, train_sea, wait_for_records
+from registry_helpers import (
+    CreatesFile,
+    client_for,
+    start_sea_training,
+    train_sea,
+    wait_for_records,
+)
 
 from streams.registry import ModelVersion
 from streams.registry_client import (
@@ -88,7 +94,7 @@ def test_a_tampered_missing_or_foreign_artifact_is_never_unpickled(
         client_for(driftline_env, redis_prefix="elsewhere:").load(latest)
 
     # A payload that would leave a file behind if it were ever unpickled.
-    store.set(latest.artifact.key, pickle.dumps(_Exploit(str(marker))))
+    store.set(latest.artifact.key, pickle.dumps(CreatesFile(str(marker))))
     with pytest.raises(ArtifactIntegrityError, match="digest mismatch"):
         trained_sea.load(latest)
     assert not marker.exists()
@@ -145,16 +151,6 @@ def test_rollback_and_promote_change_what_serves_without_new_versions(trained_se
     with pytest.raises(UnknownModelError):
         trained_sea.promote("nope", 1, reason="no such model")
     assert len(trained_sea.history("sea")) == 5
-
-
-class _Exploit:
-    """Unpickling this creates a file: proof that verification comes first."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
 
 
 def test_the_registry_command_lists_shows_diffs_and_rolls_back(trained_sea, driftline_env):

@@ -5,69 +5,24 @@ from __future__ import annotations
 import itertools
 import pickle
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from kafka import KafkaProducer
 from pipeline import wait_for
 from registry_helpers import (
-    TopicReader,
+    CreatesFile,
+    Scoring,
     client_for,
+    publish_hand_made_version,
     start_sea_training,
     train_sea,
-    unlabeled_sea_events,
 )
 
 from streams import artifacts
-from streams.producer import EventProducer
-from streams.registry import ModelVersion
 from streams.registry_client import RegistryClient
-from streams.topics import Topics
-
-
-class Scoring:
-    """Unlabeled events in, predictions read back, for one test's deployment."""
-
-    def __init__(self, env: dict) -> None:
-        topics = Topics.from_prefix(env["DRIFTLINE_TOPIC_PREFIX"])
-        self.producer = EventProducer(
-            env["KAFKA_BOOTSTRAP_SERVERS"], unlabeled_topic=topics.unlabeled
-        )
-        self.predictions = TopicReader(env, topics.predictions)
-        self.sent: list[str] = []
-        self._events: Iterator[dict[str, Any]] = unlabeled_sea_events()
-
-    def send(self, count: int) -> None:
-        for event in itertools.islice(self._events, count):
-            self.producer.send_unlabeled(event)
-            self.sent.append(event["event_id"])
-        self.producer.flush()
-
-    def until_served_by(self, version: int, *, timeout: float = 30.0) -> None:
-        """Send small batches until a prediction made after this call comes from ``version``."""
-        already = len(self.predictions.read(0))
-
-        def served() -> bool:
-            self.send(20)
-            return any(p["version"] == version for p in self.predictions.read()[already:])
-
-        wait_for(served, timeout=timeout, what=f"a prediction of v{version}", every=0.1)
-
-    def all_scored(self, *, timeout: float = 30.0) -> list[dict[str, Any]]:
-        """Every prediction, once one exists for each sent event (plus a moment for extras)."""
-        self.predictions.wait_until(
-            lambda records: len(records) >= len(self.sent),
-            timeout=timeout,
-            what=f"predictions of {len(self.sent)} events",
-        )
-        return self.predictions.read(1.0)
-
-    def close(self) -> None:
-        self.producer.close()
-        self.predictions.close()
 
 
 @pytest.fixture
@@ -158,33 +113,18 @@ def publish_tampered_version(
     model.learn_one({"x0": 1.0, "x1": 2.0, "x2": 3.0}, True)  # other bytes than the served ones
     _, ref = artifacts.pack(
         model,
+        model="sea",
+        version=version,
         prefix=env["DRIFTLINE_REDIS_PREFIX"],
         key=env["DRIFTLINE_SIGNING_KEY"].encode(),
     )
     store = redis.Redis.from_url(env["REDIS_URL"])
-    store.set(ref.key, pickle.dumps(_CreatesFile(str(marker))))
+    store.set(ref.key, pickle.dumps(CreatesFile(str(marker))))
     store.close()
-    record = ModelVersion(
-        model="sea",
+    publish_hand_made_version(
+        env,
+        serving,
         version=version,
-        kind="challenger",
-        candidate=serving.candidate,
-        previous_version=serving.version,
-        reason="a version whose artifact was replaced after it was signed",
-        evidence={},
-        lineage=serving.lineage,
         artifact=ref,
+        reason="a version whose artifact was replaced after it was signed",
     )
-    producer = KafkaProducer(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"], acks="all")
-    producer.send(client.topic, key=b"sea", value=record.to_json()).get(timeout=30)
-    producer.close()
-
-
-class _CreatesFile:
-    """Unpickling this creates a file: proof that verification comes first."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Callable[..., Any], tuple[str, str]]:
-        return (open, (self.path, "w"))
