@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import ssl
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,6 +243,15 @@ def redis_url(environ: Mapping[str, str] | None = None) -> str:
             "REDIS_URL is not set; start a local stack with 'eval \"$(driftline stack up)\"'"
         )
     return url
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password, if it has one, replaced by ``***``: for messages and logs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def signing_key(environ: Mapping[str, str] | None = None) -> bytes:

@@ -43,7 +43,13 @@ from rich.table import Table
 
 from streams import replay
 from streams.admin import ensure_topics
-from streams.config import ConfigFileError, kafka_settings, load_config, signing_key
+from streams.config import (
+    ConfigFileError,
+    kafka_settings,
+    load_config,
+    redacted_url,
+    signing_key,
+)
 from streams.producer import EventProducer
 from streams.registry import ModelVersion, parse_record
 from streams.stack import Endpoints, LocalStack, kafka, redis
@@ -626,7 +632,7 @@ def _connect(console: Console) -> tuple[Endpoints, LocalStack | None]:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     url = os.environ.get("REDIS_URL")
     if bootstrap and url and kafka.broker_answers(bootstrap) and redis.answers(url):
-        console.print(f"using Kafka at {bootstrap} and Redis at {url}")
+        console.print(f"using Kafka at {bootstrap} and Redis at {redacted_url(url)}")
         return Endpoints(bootstrap, url), None
     stack = LocalStack()
     report = stack.status()

@@ -8,17 +8,21 @@ from pathlib import Path
 from streams.stack.process import StackError, is_alive, log_tail, require_tool, spawn
 
 
-def start(data_dir: Path, *, host: str, port: int) -> int:
+def start(data_dir: Path, *, host: str, port: int, password: str | None = None) -> int:
     """Start redis-server in its own session; returns its pid (not yet ready).
 
     Persistence is append-only so a restarted server (a fault test stops and starts it)
-    comes back with its artifacts and checkpoints.
+    comes back with its artifacts and checkpoints. With ``password``, clients must
+    authenticate (``redis://:PASSWORD@host:port/0``); it goes to the server in a file only its
+    owner can read, never on the command line, where any user could see it.
     """
     server = require_tool("redis-server")
     data_dir.mkdir(parents=True, exist_ok=True)
+    config = [_password_file(data_dir, password)] if password is not None else []
     return spawn(
         [
             server,
+            *config,
             "--bind",
             host,
             "--port",
@@ -34,6 +38,15 @@ def start(data_dir: Path, *, host: str, port: int) -> int:
         ],
         log_path=data_dir / "redis.log",
     )
+
+
+def _password_file(data_dir: Path, password: str) -> str:
+    path = data_dir / "requirepass.conf"
+    path.touch(mode=0o600)
+    path.chmod(0o600)  # touch keeps the mode of a file that already existed
+    quoted = password.replace("\\", "\\\\").replace('"', '\\"')
+    path.write_text(f'requirepass "{quoted}"\n')
+    return str(path)
 
 
 def answers(url: str) -> bool:
