@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -35,58 +36,44 @@ def _stack(args: argparse.Namespace) -> int:
     return 0
 
 
-def _use_uvloop() -> None:
-    """faust's per-event overhead dominates a worker; uvloop cuts it by a fifth."""
+def _run_faust_worker(
+    args: argparse.Namespace, create_app: Callable[..., Any], **options: Any
+) -> int:
+    """Create the topics, then run a faust app built by ``create_app`` until it is stopped."""
+    import faust
     import mode.loop
 
+    from streams.admin import ensure_topics
+    from streams.artifacts import redis_prefix
+    from streams.config import kafka_settings, load_config, redis_url, signing_key
+
+    # faust's per-event overhead dominates a worker; uvloop cuts it by about a fifth.
     mode.loop.use("uvloop")
+    config = load_config(args.config)
+    kafka = kafka_settings()
+    ensure_topics(config.topics, kafka, partitions=config.worker.partitions)
+    app = create_app(
+        config,
+        kafka=kafka,
+        redis_url=redis_url(),
+        redis_prefix=redis_prefix(),
+        signing_key=signing_key(),
+        **options,
+    )
+    faust.Worker(app, loglevel=args.log_level, quiet=True).execute_from_commandline()
+    return 0
 
 
 def _worker(args: argparse.Namespace) -> int:
-    _use_uvloop()
-    import faust
-
-    from streams.admin import ensure_topics
-    from streams.artifacts import redis_prefix
-    from streams.config import kafka_settings, load_config, redis_url, signing_key
     from streams.trainer_worker import create_app
 
-    config = load_config(args.config)
-    kafka = kafka_settings()
-    ensure_topics(config.topics, kafka, partitions=config.worker.partitions)
-    app = create_app(
-        config,
-        kafka=kafka,
-        redis_url=redis_url(),
-        redis_prefix=redis_prefix(),
-        signing_key=signing_key(),
-    )
-    faust.Worker(app, loglevel=args.log_level, quiet=True).execute_from_commandline()
-    return 0
+    return _run_faust_worker(args, create_app)
 
 
 def _score(args: argparse.Namespace) -> int:
-    import faust
-
-    from streams.admin import ensure_topics
-    from streams.artifacts import redis_prefix
-    from streams.config import kafka_settings, load_config, redis_url, signing_key
     from streams.scoring_worker import create_app
 
-    config = load_config(args.config)
-    kafka = kafka_settings()
-    ensure_topics(config.topics, kafka, partitions=config.worker.partitions)
-    app = create_app(
-        config,
-        kafka=kafka,
-        redis_url=redis_url(),
-        redis_prefix=redis_prefix(),
-        signing_key=signing_key(),
-        max_wait=args.max_wait,
-        group=args.group,
-    )
-    faust.Worker(app, loglevel=args.log_level, quiet=True).execute_from_commandline()
-    return 0
+    return _run_faust_worker(args, create_app, max_wait=args.max_wait, group=args.group)
 
 
 def _registry(args: argparse.Namespace) -> int:
@@ -137,11 +124,14 @@ def _ping(args: argparse.Namespace) -> int:
     from streams.stack import kafka, redis
 
     try:
-        bootstrap, url = kafka_settings()["bootstrap_servers"], redis_url()
+        settings, url = kafka_settings(), redis_url()
     except ConfigFileError as error:
         print(f"driftline ping: {error}", file=sys.stderr)
         return 2
-    results = {"kafka": kafka.broker_answers(bootstrap), "redis": redis.answers(url)}
+    results = {
+        "kafka": kafka.broker_answers(settings.pop("bootstrap_servers"), **settings),
+        "redis": redis.answers(url),
+    }
     for name, answered in results.items():
         print(f"{name}: {'answers' if answered else 'DOES NOT ANSWER'}", file=sys.stderr)
     return 0 if all(results.values()) else 1

@@ -624,6 +624,13 @@ def _stop_workers(workers: Sequence[Worker], *, timeout: float = WORKER_STOP_TIM
             worker.process.wait()
 
 
+def _answers(redis_url: str) -> bool:
+    """Whether the environment's Kafka cluster (with its security settings) and Redis answer."""
+    settings = kafka_settings()
+    bootstrap = settings.pop("bootstrap_servers")
+    return kafka.broker_answers(bootstrap, **settings) and redis.answers(redis_url)
+
+
 def _connect(console: Console) -> tuple[Endpoints, LocalStack | None]:
     """Kafka and Redis from the environment if both answer, else the local stack.
 
@@ -631,7 +638,7 @@ def _connect(console: Console) -> tuple[Endpoints, LocalStack | None]:
     """
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     url = os.environ.get("REDIS_URL")
-    if bootstrap and url and kafka.broker_answers(bootstrap) and redis.answers(url):
+    if bootstrap and url and _answers(url):
         console.print(f"using Kafka at {bootstrap} and Redis at {redacted_url(url)}")
         return Endpoints(bootstrap, url), None
     stack = LocalStack()

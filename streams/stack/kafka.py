@@ -19,6 +19,7 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from streams.stack.process import (
     StackError,
@@ -179,8 +180,12 @@ def start(layout: BrokerLayout, *, heap: str = "1g") -> int:
     )
 
 
-def broker_answers(bootstrap: str, *, timeout_ms: int = 2000) -> bool:
-    """Whether a broker at ``bootstrap`` answers a metadata request."""
+def broker_answers(bootstrap: str, *, timeout_ms: int = 2000, **security: Any) -> bool:
+    """Whether a broker at ``bootstrap`` answers a metadata request.
+
+    ``security`` holds kafka-python's ``security_protocol``, ``sasl_*`` and ``ssl_*`` settings
+    (see :func:`streams.config.kafka_settings`) for a cluster that needs them.
+    """
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
@@ -189,6 +194,7 @@ def broker_answers(bootstrap: str, *, timeout_ms: int = 2000) -> bool:
             bootstrap_servers=bootstrap,
             request_timeout_ms=timeout_ms,
             client_id="driftline-stack-probe",
+            **security,
         )
     except (KafkaError, OSError, ValueError):
         return False
