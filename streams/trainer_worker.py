@@ -176,6 +176,8 @@ class TrainingRuntime:
     def assigned(self, tps: set[TP]) -> None:
         """Partitions (re)assigned by the group may be claimed again."""
         self.lost -= tps
+        labeled = sorted(tp.partition for tp in tps if tp.topic == self.config.topics.labeled)
+        log.info("assigned partitions %s of %s", labeled, self.config.topics.labeled)
 
     async def obey(self, records: list[ModelVersion], *, caught_up: bool) -> None:
         """Take in registry records (in log order) from the follower of the registry topic.

@@ -162,6 +162,8 @@ def test_a_surviving_worker_takes_over_the_models_of_a_killed_one(driftline_env,
     args = ("worker", "--config", str(config), "--log-level", "info")
     first = spawn(*args, name="trainer-a")
     second = spawn(*args, name="trainer-b")
+    # Both in the group before any event, so that each claims its own models.
+    wait_for(lambda: _assigned(first) and _assigned(second), timeout=60, what="the group")
     interleaved = [event for batch in zip(*streams.values(), strict=True) for event in batch]
     deployment.send_raw(encoded(interleaved[:40_000]))
     wait_for(
@@ -190,6 +192,13 @@ def test_a_surviving_worker_takes_over_the_models_of_a_killed_one(driftline_env,
         published = [v.version for v in versions if v.model == name]
         assert published == [p.version for p in promotions], name
         assert published == list(range(1, len(published) + 1)), name
+
+
+def _assigned(worker) -> list[int]:
+    """The partitions the group last assigned a worker, from its log."""
+    with open(worker.log_path, errors="replace") as log:
+        assignments = re.findall(r"assigned partitions \[([\d, ]*)\]", log.read())
+    return [int(p) for p in assignments[-1].split(",") if p.strip()] if assignments else []
 
 
 def _claimed(worker) -> set[int]:
