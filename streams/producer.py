@@ -19,12 +19,12 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from kafka import KafkaProducer
 from kafka.producer.future import FutureRecordMetadata
 
+from streams.closing import ClosedOnExit
 from streams.contract import (
     Event,
     LabeledEvent,
@@ -86,7 +86,7 @@ class DeliveryError(RuntimeError):
         self.failures = failures
 
 
-class EventProducer:
+class EventProducer(ClosedOnExit):
     """Send labeled and unlabeled events, keyed by model name.
 
     ``bootstrap_servers`` defaults to ``$KAFKA_BOOTSTRAP_SERVERS``; ``topic`` and
@@ -151,17 +151,6 @@ class EventProducer:
             kafka, self._kafka = self._kafka, None
             kafka.close(timeout)
         self._raise_failures()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _send(self, topic: str, event: Event) -> FutureRecordMetadata:
         if self._closed:

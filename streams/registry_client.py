@@ -25,13 +25,13 @@ import collections
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams import artifacts
+from streams.closing import ClosedOnExit
 from streams.config import kafka_settings
 from streams.config import redis_url as redis_url_from_env
 from streams.config import signing_key as signing_key_from_env
@@ -95,7 +95,7 @@ class ManualRecordRefused(RegistryError, ValueError):
     """A promote or rollback that would not change anything, or goes the wrong way."""
 
 
-class RegistrySubscription:
+class RegistrySubscription(ClosedOnExit):
     """Registry records as they are published: iterate (blocks), or :meth:`poll` with a timeout.
 
     The starting point is fixed when the subscription is created, not on the first read: with
@@ -177,19 +177,8 @@ class RegistrySubscription:
         """Leave the topic and close the connection."""
         self._consumer.close()
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class RegistryClient:
+class RegistryClient(ClosedOnExit):
     """Read, follow and act on the model registry (see the module docstring).
 
     Parameters
@@ -289,17 +278,6 @@ class RegistryClient:
         if self._redis is not None:
             self._redis.close()
             self._redis = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _records(self) -> list[ModelVersion]:
         return list(read_registry(self.topic, self.kafka))

@@ -211,3 +211,22 @@ def module_spawn(
     """Like ``spawn``, for processes that serve every test of one module (stopped after it)."""
     with _driftline_processes(module_driftline_env, tmp_path_factory.mktemp("processes")) as start:
         yield start
+
+
+@pytest.fixture
+def driftline_cli() -> Callable[..., subprocess.CompletedProcess]:
+    """Run ``driftline ARGS`` to completion (as the installed command does), capturing output."""
+
+    def run(
+        *args: str, env: dict | None = None, cwd=None, timeout: float = 180
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "streams.cli", *args],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -23,26 +21,21 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
-def test_the_demo_learns_scores_and_reports(driftline_env: dict, tmp_path: Path) -> None:
+def test_the_demo_learns_scores_and_reports(
+    driftline_env: dict, driftline_cli, tmp_path: Path
+) -> None:
     marker = f"{MARKER}={uuid.uuid4().hex}"
     report = tmp_path / "report"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streams.cli",
-            "demo",
-            "--events",
-            "6000",
-            "--rate",
-            "3000",
-            "--report-dir",
-            str(report),
-        ],
+    result = driftline_cli(
+        "demo",
+        "--events",
+        "6000",
+        "--rate",
+        "3000",
+        "--report-dir",
+        str(report),
         env={**driftline_env, MARKER: marker.split("=", 1)[1]},
         cwd=tmp_path,  # the default configuration is found from any folder
-        capture_output=True,
-        text=True,
         timeout=90,
     )
     assert result.returncode == 0, result.stdout + result.stderr

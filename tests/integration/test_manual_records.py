@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from pipeline import Deployment, encoded, sea_events, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
 
-def test_trainer_adopts_a_rollback_and_keeps_learning(driftline_env, spawn):
+def test_trainer_adopts_a_rollback_and_keeps_learning(driftline_env, spawn, driftline_cli):
     deployment = Deployment(driftline_env)
     spawn("worker", "--config", "examples/sea.toml", name="trainer")
     events = sea_events(60_000, drift_at=20_000)
@@ -26,22 +23,15 @@ def test_trainer_adopts_a_rollback_and_keeps_learning(driftline_env, spawn):
         (3, "steady"),
     ]
 
-    rollback = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streams.cli",
-            "registry",
-            "rollback",
-            "sea",
-            "--to",
-            "2",
-            "--reason",
-            "v3 misbehaves downstream",
-        ],
+    rollback = driftline_cli(
+        "registry",
+        "rollback",
+        "sea",
+        "--to",
+        "2",
+        "--reason",
+        "v3 misbehaves downstream",
         env={**driftline_env, "DRIFTLINE_OPERATOR": "alice"},
-        capture_output=True,
-        text=True,
         timeout=60,
     )
     assert rollback.returncode == 0, rollback.stderr

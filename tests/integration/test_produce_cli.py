@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from kafka import KafkaConsumer
 from pipeline import Deployment
 
 from streams.contract import decode_labeled
 
 
-def produce(env: dict, *args: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "produce", "--quiet", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
+def test_synthetic_file_and_dataset_sources_reach_the_topic(driftline_env, driftline_cli, tmp_path):
+    def produce(*args: str) -> None:
+        result = driftline_cli("produce", "--quiet", *args, env=driftline_env, timeout=120)
+        assert result.returncode == 0, result.stderr
 
-
-def test_synthetic_file_and_dataset_sources_reach_the_topic(driftline_env, tmp_path):
     deployment = Deployment(driftline_env)
     csv_file = tmp_path / "fraud.csv"
     csv_file.write_text("amount,is_fraud\n" + "".join(f"{i}.5,{i % 2}\n" for i in range(30)))
-    produce(driftline_env, "--synthetic", "sea", "--events", "500", "--drift-at", "250")
-    produce(driftline_env, "--file", str(csv_file), "--label", "is_fraud")
-    produce(driftline_env, "--dataset", "Phishing", "--events", "200", "--rate", "2000")
+    produce("--synthetic", "sea", "--events", "500", "--drift-at", "250")
+    produce("--file", str(csv_file), "--label", "is_fraud")
+    produce("--dataset", "Phishing", "--events", "200", "--rate", "2000")
 
     consumer = KafkaConsumer(
         deployment.topics.labeled,

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import pickle
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 
@@ -153,15 +152,12 @@ def test_rollback_and_promote_change_what_serves_without_new_versions(trained_se
     assert len(trained_sea.history("sea")) == 5
 
 
-def test_the_registry_command_lists_shows_diffs_and_rolls_back(trained_sea, driftline_env):
+def test_the_registry_command_lists_shows_diffs_and_rolls_back(
+    trained_sea, driftline_env, driftline_cli
+):
     def driftline(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "streams.cli", "registry", *args],
-            env={**driftline_env, "DRIFTLINE_OPERATOR": "carol"},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        env = {**driftline_env, "DRIFTLINE_OPERATOR": "carol"}
+        return driftline_cli("registry", *args, env=env, timeout=60)
 
     listing = driftline("ls")
     assert listing.returncode == 0, listing.stderr

@@ -8,8 +8,6 @@ test broker is PLAINTEXT, so it is only carried, never sent: it must not be prin
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,19 +47,10 @@ def assert_no_secret_in(text: str, where: str) -> None:
         assert secret not in text, f"the {name} appears in {where}"
 
 
-def driftline(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_secrets_never_appear_in_debug_logs_or_cli_output(
-    driftline_env: dict, spawn, redis_with_password: str
+    driftline_env: dict, spawn, redis_with_password: str, driftline_cli
 ) -> None:
+    driftline = driftline_cli
     env = {
         **driftline_env,
         "REDIS_URL": redis_with_password,

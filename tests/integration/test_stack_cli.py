@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import redis
 
@@ -13,17 +11,8 @@ from streams.stack.kafka import broker_answers
 from streams.stack.process import is_alive
 
 
-def driftline(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-    )
-
-
-def test_up_reuses_a_healthy_stack_and_down_leaves_no_process(tmp_path):
+def test_up_reuses_a_healthy_stack_and_down_leaves_no_process(tmp_path, driftline_cli):
+    driftline = driftline_cli
     env = {**os.environ, "DRIFTLINE_STACK_DIR": str(tmp_path / "stack")}
     first = driftline("stack", "up", env=env)
     assert first.returncode == 0, first.stderr

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -135,14 +133,10 @@ def test_dockerfile_runs_the_driftline_cli() -> None:
 
 
 @pytest.mark.parametrize("name", WORKER_SERVICES)
-def test_worker_command_is_accepted_by_the_cli(services: dict[str, Any], name: str) -> None:
+def test_worker_command_is_accepted_by_the_cli(
+    services: dict[str, Any], name: str, driftline_cli
+) -> None:
     """The image's entrypoint is ``driftline``, so each command must parse as its arguments."""
     command = services[name]["command"]
-    result = subprocess.run(
-        [sys.executable, "-m", "streams.cli", *command, "--help"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = driftline_cli(*command, "--help", cwd=REPO, timeout=60)
     assert result.returncode == 0, f"`driftline {' '.join(command)}`:\n{result.stderr}"
