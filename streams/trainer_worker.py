@@ -39,7 +39,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import faust
 import orjson
@@ -52,7 +52,7 @@ from streams.admin import DEAD_LETTER_MAX_BYTES
 from streams.checkpoint import CheckpointFenced, CheckpointStore
 from streams.config import DriftlineConfig, faust_broker_options
 from streams.contract import InvalidEvent, dead_letter_record, decode_labeled
-from streams.registry import ModelVersion, read_registry, serving_records
+from streams.registry import ArtifactRef, ModelVersion, read_registry, serving_records
 from streams.registry_client import RegistrySubscription
 from trainers.errors import LabelError
 from trainers.trainer import ModelTrainer, Promotion
@@ -78,6 +78,14 @@ class PartitionState:
     trainers: dict[str, ModelTrainer]
     pending: list[EventT] = field(default_factory=list)
     dirty: set[str] = field(default_factory=set)
+
+
+class WaitingPromotion(NamedTuple):
+    """A promotion and its packed artifact, to be stored and published in order."""
+
+    promotion: Promotion
+    blob: bytes
+    ref: ArtifactRef
 
 
 class TrainingRuntime:
@@ -129,7 +137,8 @@ class TrainingRuntime:
         self._in_flight: list[Awaitable[Any]] = []
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
-        self._waiting_promotions: collections.deque[Promotion] = collections.deque()
+        # Promotions packed (serialized, signed) once, waiting for Redis to store their artifact.
+        self._waiting_promotions: collections.deque[WaitingPromotion] = collections.deque()
         self._retry_delay = RETRY_FIRST_SECONDS
         self._retry_at = 0.0
 
@@ -170,7 +179,9 @@ class TrainingRuntime:
                 state = self.partitions.pop(tp, None)
                 if state is not None:
                     self._waiting_promotions = collections.deque(
-                        p for p in self._waiting_promotions if p.model not in state.trainers
+                        waiting
+                        for waiting in self._waiting_promotions
+                        if waiting.promotion.model not in state.trainers
                     )
 
     def assigned(self, tps: set[TP]) -> None:
@@ -306,20 +317,20 @@ class TrainingRuntime:
         if promotion.version <= self.published.get(promotion.model, 0):
             log.info("%s v%d is already in the registry", promotion.model, promotion.version)
             return
-        self._waiting_promotions.append(promotion)
+        blob, ref = artifacts.pack(
+            promotion.estimator,
+            model=promotion.model,
+            version=promotion.version,
+            prefix=self.redis_prefix,
+            key=self.signing_key,
+        )
+        self._waiting_promotions.append(WaitingPromotion(promotion, blob, ref))
         await self._publish_waiting()
 
     async def _publish_waiting(self) -> bool:
         """Publish the waiting promotions in order; False when Redis refused an artifact."""
         while self._waiting_promotions:
-            promotion = self._waiting_promotions[0]
-            blob, ref = artifacts.pack(
-                promotion.estimator,
-                model=promotion.model,
-                version=promotion.version,
-                prefix=self.redis_prefix,
-                key=self.signing_key,
-            )
+            promotion, blob, ref = self._waiting_promotions[0]
             try:
                 await artifacts.store(self.redis, blob, ref)
             except redis.RedisError as error:
