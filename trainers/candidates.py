@@ -57,6 +57,13 @@ Traceback (most recent call last):
 ...
 trainers.errors.ConfigError: candidate 'x': tree has no estimator 'NoSuchTree'
 
+References
+----------
+[^1]: Montiel, J. et al., 2021. River: machine learning for streaming data in Python. Journal
+    of Machine Learning Research, 22(110), pp. 1-8.
+[^2]: scikit-learn user guide, "Strategies to scale computationally: incremental learning"
+    (estimators with `partial_fit`).
+
 """
 
 from __future__ import annotations

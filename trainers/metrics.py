@@ -50,6 +50,14 @@ Examples
 >>> score.cumulative()
 {'n': 3, 'missing': 1, 'mae': 1.5, 'rmse': 1.5811388300841898}
 
+References
+----------
+[^1]: Gama, J., Sebastião, R. and Rodrigues, P.P., 2013. On evaluating stream learning
+    algorithms. Machine Learning, 90(3), pp. 317-346.
+[^2]: Dawid, A.P., 1984. Present position and potential developments: some personal views.
+    Statistical theory, the prequential approach. Journal of the Royal Statistical Society,
+    Series A, 147(2), pp. 278-292.
+
 """
 
 from __future__ import annotations

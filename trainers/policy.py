@@ -37,6 +37,13 @@ Examples
 >>> round(decision.evidence["p_value"], 4), decision.evidence["challenger_metric"]
 (0.0312, 1.0)
 
+References
+----------
+[^1]: Dietterich, T.G., 1998. Approximate statistical tests for comparing supervised
+    classification learning algorithms. Neural Computation, 10(7), pp. 1895-1923.
+[^2]: Gama, J., Sebastião, R. and Rodrigues, P.P., 2013. On evaluating stream learning
+    algorithms. Machine Learning, 90(3), pp. 317-346 (comparing learners on sliding windows).
+
 """
 
 from __future__ import annotations
