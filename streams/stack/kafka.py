@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
-import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +22,9 @@ from typing import Any
 
 from streams.stack.process import (
     StackError,
-    is_alive,
-    log_tail,
     require_tool,
     spawn,
+    wait_until_answering,
 )
 
 POM = Path(__file__).with_name("kafka-broker.pom.xml")
@@ -209,15 +207,11 @@ def broker_answers(bootstrap: str, *, timeout_ms: int = 2000, **security: Any) -
 
 def wait_until_ready(pid: int, bootstrap: str, log: Path, *, timeout: float = 90.0) -> None:
     """Block until the broker answers metadata; raise with its log's tail if it dies or hangs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not is_alive(pid):
-            raise StackError(
-                f"the Kafka broker exited while starting; its log ends:\n{log_tail(log)}"
-            )
-        if broker_answers(bootstrap):
-            return
-        time.sleep(0.5)
-    raise StackError(
-        f"the Kafka broker did not answer within {timeout:.0f}s; its log ends:\n{log_tail(log)}"
+    wait_until_answering(
+        pid,
+        lambda: broker_answers(bootstrap),
+        name="the Kafka broker",
+        log=log,
+        timeout=timeout,
+        every=0.5,
     )

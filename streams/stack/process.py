@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -115,3 +115,17 @@ def log_tail(path: Path, lines: int = 40) -> str:
     except OSError:
         return f"(no log at {path})"
     return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_until_answering(
+    pid: int, answers: Callable[[], bool], *, name: str, log: Path, timeout: float, every: float
+) -> None:
+    """Block until ``answers()``; raise with the log's tail if ``pid`` dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_alive(pid):
+            raise StackError(f"{name} exited while starting; its log ends:\n{log_tail(log)}")
+        if answers():
+            return
+        time.sleep(every)
+    raise StackError(f"{name} did not answer within {timeout:.0f}s; its log ends:\n{log_tail(log)}")

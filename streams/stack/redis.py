@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from streams.stack.process import StackError, is_alive, log_tail, require_tool, spawn
+from streams.stack.process import require_tool, spawn, wait_until_answering
 
 
 def start(data_dir: Path, *, host: str, port: int, password: str | None = None) -> int:
@@ -64,11 +63,6 @@ def answers(url: str) -> bool:
 
 def wait_until_ready(pid: int, url: str, log: Path, *, timeout: float = 20.0) -> None:
     """Block until Redis answers PING; raise with its log's tail if it dies or hangs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not is_alive(pid):
-            raise StackError(f"redis-server exited while starting; its log ends:\n{log_tail(log)}")
-        if answers(url):
-            return
-        time.sleep(0.1)
-    raise StackError(f"redis-server did not answer within {timeout:.0f}s:\n{log_tail(log)}")
+    wait_until_answering(
+        pid, lambda: answers(url), name="redis-server", log=log, timeout=timeout, every=0.1
+    )

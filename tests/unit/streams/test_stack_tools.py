@@ -34,3 +34,15 @@ def test_single_node_settings_keep_internal_topics_small():
     assert "process.roles=broker,controller\n" in properties
     assert "offsets.topic.replication.factor=1\n" in properties
     assert "controller.quorum.voters=1@127.0.0.1:2\n" in properties
+
+
+def test_a_service_that_dies_or_never_answers_is_reported_with_its_log(tmp_path):
+    from streams.stack.process import StackError, spawn, wait_until_answering
+
+    log = tmp_path / "service.log"
+    pid = spawn(["sh", "-c", "echo boom; exit 3"], log_path=log)
+    with pytest.raises(StackError, match="(?s)svc exited while starting.*boom"):
+        wait_until_answering(pid, lambda: False, name="svc", log=log, timeout=10, every=0.05)
+    sleeper = spawn(["sleep", "5"], log_path=log)
+    with pytest.raises(StackError, match="svc did not answer within 0s"):
+        wait_until_answering(sleeper, lambda: False, name="svc", log=log, timeout=0.2, every=0.05)
