@@ -41,7 +41,7 @@ def test_a_service_that_dies_or_never_answers_is_reported_with_its_log(tmp_path)
 
     log = tmp_path / "service.log"
     pid = spawn(["sh", "-c", "echo boom; exit 3"], log_path=log)
-    with pytest.raises(StackError, match="(?s)svc exited while starting.*boom"):
+    with pytest.raises(StackError, match=r"(?s)svc exited while starting.*boom"):
         wait_until_answering(pid, lambda: False, name="svc", log=log, timeout=10, every=0.05)
     sleeper = spawn(["sleep", "5"], log_path=log)
     with pytest.raises(StackError, match="svc did not answer within 0s"):
