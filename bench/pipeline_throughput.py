@@ -27,12 +27,12 @@ from pathlib import Path
 import redis
 from kafka import KafkaProducer
 
-from streams.checkpoint import read_checkpoint
 from streams.config import load_config
 from streams.contract import encode_event
-from streams.replay import from_drift
+from streams.sdk.replay import from_drift
 from streams.stack import LocalStack
 from streams.topics import Topics
+from streams.workers.checkpoint import read_checkpoint
 from trainers.trainer import ModelTrainer
 
 CONFIG = Path(__file__).with_name("throughput.toml")
@@ -86,7 +86,7 @@ def worker_rate(events: list[dict], bootstrap: str, redis_url: str) -> tuple[flo
     client = redis.Redis.from_url(redis_url)
     launched = time.perf_counter()
     worker = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker", "--config", str(CONFIG)],
+        [sys.executable, "-m", "streams.cli.main", "worker", "--config", str(CONFIG)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -163,7 +163,7 @@ def _driftline_processes(
     def start(*args: str, env: dict | None = None, name: str = "driftline") -> subprocess.Popen:
         log = open(log_dir / f"{name}-{len(started)}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", *args],
+            [sys.executable, "-m", "streams.cli.main", *args],
             env=env or default_env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -221,7 +221,7 @@ def driftline_cli() -> Callable[..., subprocess.CompletedProcess]:
         *args: str, env: dict | None = None, cwd=None, timeout: float = 180
     ) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "streams.cli", *args],
+            [sys.executable, "-m", "streams.cli.main", *args],
             env=env,
             cwd=cwd,
             capture_output=True,

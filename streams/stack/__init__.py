@@ -20,7 +20,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from streams.stack import kafka, redis
+from streams.stack import broker, redis_server
 from streams.stack.process import MissingToolError, StackError, free_port, is_alive, stop
 
 __all__ = ["Endpoints", "LocalStack", "MissingToolError", "StackError", "default_state_dir"]
@@ -97,7 +97,7 @@ class LocalStack:
         if not all(is_alive(service.pid) for service in services.values()):
             return False
         endpoints = self._endpoints(services)
-        return kafka.broker_answers(endpoints.kafka_bootstrap) and redis.answers(
+        return broker.broker_answers(endpoints.kafka_bootstrap) and redis_server.answers(
             endpoints.redis_url
         )
 
@@ -120,12 +120,12 @@ class LocalStack:
             ),
         }
         try:
-            services["redis"].pid = redis.start(
+            services["redis"].pid = redis_server.start(
                 redis_root, host=self.host, port=services["redis"].port
             )
             self._save(services)
-            layout = kafka.BrokerLayout(kafka_root)
-            services["kafka"].pid = kafka.format_and_start(
+            layout = broker.BrokerLayout(kafka_root)
+            services["kafka"].pid = broker.format_and_start(
                 layout,
                 host=self.host,
                 port=services["kafka"].port,
@@ -133,10 +133,10 @@ class LocalStack:
             )
             self._save(services)
             endpoints = self._endpoints(services)
-            redis.wait_until_ready(
+            redis_server.wait_until_ready(
                 services["redis"].pid, endpoints.redis_url, redis_root / "redis.log"
             )
-            kafka.wait_until_ready(services["kafka"].pid, endpoints.kafka_bootstrap, layout.log)
+            broker.wait_until_ready(services["kafka"].pid, endpoints.kafka_bootstrap, layout.log)
         except BaseException:
             self.down()
             raise
@@ -150,10 +150,10 @@ class LocalStack:
             alive = service.pid > 0 and is_alive(service.pid)
             if name == "kafka":
                 address = f"{self.host}:{service.port}"
-                answers = alive and kafka.broker_answers(address)
+                answers = alive and broker.broker_answers(address)
             else:
                 address = f"redis://{self.host}:{service.port}/0"
-                answers = alive and redis.answers(address)
+                answers = alive and redis_server.answers(address)
             report[name] = {
                 "pid": service.pid,
                 "address": address,
@@ -188,14 +188,16 @@ class LocalStack:
             raise StackError(f"no {service} in the local stack at {self.state_dir}")
         entry, endpoints = services[service], self._endpoints(services)
         if service == "kafka":
-            layout = kafka.BrokerLayout(Path(entry.root))
-            entry.pid = kafka.start(layout)
+            layout = broker.BrokerLayout(Path(entry.root))
+            entry.pid = broker.start(layout)
             self._save(services)
-            kafka.wait_until_ready(entry.pid, endpoints.kafka_bootstrap, layout.log)
+            broker.wait_until_ready(entry.pid, endpoints.kafka_bootstrap, layout.log)
         else:
-            entry.pid = redis.start(Path(entry.root), host=self.host, port=entry.port)
+            entry.pid = redis_server.start(Path(entry.root), host=self.host, port=entry.port)
             self._save(services)
-            redis.wait_until_ready(entry.pid, endpoints.redis_url, Path(entry.root) / "redis.log")
+            redis_server.wait_until_ready(
+                entry.pid, endpoints.redis_url, Path(entry.root) / "redis.log"
+            )
 
     def pid_of(self, service: str) -> int:
         """The pid of ``"kafka"`` or ``"redis"`` as recorded by :meth:`up`."""

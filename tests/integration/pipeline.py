@@ -12,14 +12,14 @@ from typing import Any
 import redis
 from kafka import KafkaProducer
 
-from streams import replay
 from streams.admin import ensure_topics
-from streams.checkpoint import read_checkpoint
 from streams.config import DriftlineConfig, load_config
 from streams.contract import encode_event
-from streams.producer import EventProducer
-from streams.registry import ModelVersion, read_registry
+from streams.registry.records import ModelVersion, read_registry
+from streams.sdk import replay
+from streams.sdk.producer import EventProducer
 from streams.topics import Topics
+from streams.workers.checkpoint import read_checkpoint
 from trainers.trainer import ModelTrainer, Promotion
 
 SEA_CONFIG = Path(__file__).parents[2] / "examples" / "sea.toml"

@@ -10,10 +10,10 @@ import orjson
 from kafka import KafkaConsumer, KafkaProducer
 from pipeline import wait_for
 
-from streams import replay
-from streams.producer import EventProducer
-from streams.registry import ArtifactRef, ModelVersion
-from streams.registry_client import RegistryClient
+from streams.registry.client import RegistryClient
+from streams.registry.records import ArtifactRef, ModelVersion
+from streams.sdk import replay
+from streams.sdk.producer import EventProducer
 from streams.topics import Topics
 
 SEA_EVENTS = 40_000

@@ -26,9 +26,9 @@ import redis
 from pipeline import wait_for
 from registry_helpers import CreatesFile, Scoring, publish_hand_made_version, train_sea
 
-from streams import artifacts
-from streams.registry import ModelVersion
-from streams.registry_client import RegistryClient
+from streams.registry import artifacts
+from streams.registry.client import RegistryClient
+from streams.registry.records import ModelVersion
 from trainers.errors import ArtifactIntegrityError
 
 pytestmark = pytest.mark.timeout(180)

@@ -15,7 +15,7 @@ from pipeline import Deployment, encoded, sea_events, train_in_process, wait_for
 from registry_helpers import TopicReader
 
 from streams.stack import LocalStack
-from streams.stack import redis as local_redis
+from streams.stack import redis_server as local_redis
 from streams.stack.process import free_port, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

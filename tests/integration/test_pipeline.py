@@ -10,8 +10,8 @@ import orjson
 import pytest
 from pipeline import Deployment, encoded, sea_events, train_in_process, wait_for
 
-from streams import artifacts
 from streams.contract import decode_dead_letter
+from streams.registry import artifacts
 from trainers.serialization import sha256_hex
 
 pytestmark = pytest.mark.timeout(300)

@@ -12,7 +12,7 @@ from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 
 from streams.contract import LabeledEvent, decode_labeled
-from streams.producer import EventProducer
+from streams.sdk.producer import EventProducer
 
 pytestmark = pytest.mark.integration
 

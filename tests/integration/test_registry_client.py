@@ -19,14 +19,14 @@ from registry_helpers import (
     wait_for_records,
 )
 
-from streams.registry import ModelVersion
-from streams.registry_client import (
+from streams.registry.client import (
     ManualRecordRefused,
     RegistryClient,
     RegistrySubscription,
     UnknownModelError,
     UnknownVersionError,
 )
+from streams.registry.records import ModelVersion
 from trainers.candidates import Candidate
 from trainers.errors import ArtifactIntegrityError
 

@@ -21,8 +21,8 @@ from registry_helpers import (
     train_sea,
 )
 
-from streams import artifacts
-from streams.registry_client import RegistryClient
+from streams.registry import artifacts
+from streams.registry.client import RegistryClient
 
 
 @pytest.fixture

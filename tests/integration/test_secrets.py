@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from registry_helpers import Scoring
 
-from streams.stack import redis as local_redis
+from streams.stack import redis_server as local_redis
 from streams.stack.process import free_port, stop
 
 SIGNING_KEY = f"signing-key-{uuid.uuid4().hex}"

@@ -7,7 +7,7 @@ import os
 import redis
 
 from streams.stack import LocalStack
-from streams.stack.kafka import broker_answers
+from streams.stack.broker import broker_answers
 from streams.stack.process import is_alive
 
 

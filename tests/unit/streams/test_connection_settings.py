@@ -17,7 +17,7 @@ from streams.config import (
     kafka_settings,
     redacted_url,
 )
-from streams.producer import EventProducer
+from streams.sdk.producer import EventProducer
 
 BOOTSTRAP = {"KAFKA_BOOTSTRAP_SERVERS": "kafka-1:9093,kafka-2:9093"}
 SASL_PLAIN = {

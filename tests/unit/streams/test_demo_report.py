@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from streams.demo import (
+from streams.cli.demo import (
     DemoOptions,
     Observation,
     RateMeter,
@@ -16,7 +16,7 @@ from streams.demo import (
     promotion_event,
     summary_markdown,
 )
-from streams.registry import ArtifactRef, ModelVersion
+from streams.registry.records import ArtifactRef, ModelVersion
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -9,9 +9,9 @@ import pytest
 from kafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
 from kafka.future import Future
 
-import streams.producer as producer_module
+import streams.sdk.producer as producer_module
 from streams.contract import InvalidEvent, decode_labeled, decode_unlabeled
-from streams.producer import (
+from streams.sdk.producer import (
     DeliveryError,
     EventProducer,
     ProducerClosedError,

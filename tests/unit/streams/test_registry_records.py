@@ -7,8 +7,9 @@ import dataclasses
 import orjson
 import pytest
 
-from streams import registry
-from streams.registry import (
+from streams.registry import records as registry
+from streams.registry.cli import record_differences
+from streams.registry.records import (
     ArtifactRef,
     ModelVersion,
     default_operator,
@@ -16,7 +17,6 @@ from streams.registry import (
     parse_record,
     serving_records,
 )
-from streams.registry_cli import record_differences
 
 
 def trained(version: int, *, model: str = "sea", candidate: str = "steady") -> ModelVersion:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from streams import replay
 from streams.contract import validate_labeled
+from streams.sdk import replay
 
 
 def test_csv_rows_become_events_with_typed_features(tmp_path):

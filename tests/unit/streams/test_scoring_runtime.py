@@ -13,8 +13,8 @@ from faust.types import TP
 
 from streams.config import load_config
 from streams.contract import decode_dead_letter
-from streams.registry import ArtifactRef, ModelVersion, manual_record
-from streams.scoring_worker import RegistryFollower, ScoringRuntime, Serving, ServingTable
+from streams.registry.records import ArtifactRef, ModelVersion, manual_record
+from streams.workers.scorer import RegistryFollower, ScoringRuntime, Serving, ServingTable
 from trainers.errors import ArtifactIntegrityError
 
 SEA_CONFIG = Path(__file__).parents[3] / "examples" / "sea.toml"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streams.stack import LocalStack, MissingToolError
-from streams.stack.kafka import kafka_version, server_properties
+from streams.stack.broker import kafka_version, server_properties
 
 
 @pytest.mark.parametrize(

@@ -30,12 +30,12 @@ from typing import Any
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from streams import artifacts
 from streams.closing import ClosedOnExit
 from streams.config import kafka_settings
 from streams.config import redis_url as redis_url_from_env
 from streams.config import signing_key as signing_key_from_env
-from streams.registry import (
+from streams.registry import artifacts
+from streams.registry.records import (
     MANUAL_PROMOTION,
     ROLLBACK,
     ModelVersion,

@@ -11,7 +11,7 @@ unit of ownership: the worker that owns it trains its models. Its checkpoint hol
 
 Why this, and not Kafka's committed offsets alone: faust commits acknowledged offsets on its own
 schedule and seeks back to them after every rebalance, so the committed offset and the model
-state must be kept in step by the worker (see :class:`streams.trainer_worker.TrainingRuntime`):
+state must be kept in step by the worker (see :class:`streams.workers.trainer.TrainingRuntime`):
 
 1. **flush**: wait until every record the events produced (dead letters, registry versions) is
    acknowledged by the broker;

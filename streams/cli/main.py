@@ -44,8 +44,8 @@ def _run_faust_worker(
     import mode.loop
 
     from streams.admin import ensure_topics
-    from streams.artifacts import redis_prefix
     from streams.config import kafka_settings, load_config, redis_url, signing_key
+    from streams.registry.artifacts import redis_prefix
 
     # faust's per-event overhead dominates a worker; uvloop cuts it by about a fifth.
     mode.loop.use("uvloop")
@@ -65,19 +65,19 @@ def _run_faust_worker(
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from streams.trainer_worker import create_app
+    from streams.workers.trainer import create_app
 
     return _run_faust_worker(args, create_app)
 
 
 def _score(args: argparse.Namespace) -> int:
-    from streams.scoring_worker import create_app
+    from streams.workers.scorer import create_app
 
     return _run_faust_worker(args, create_app, max_wait=args.max_wait, group=args.group)
 
 
 def _registry(args: argparse.Namespace) -> int:
-    from streams.registry_cli import run
+    from streams.registry.cli import run
 
     return run(args)
 
@@ -85,9 +85,9 @@ def _registry(args: argparse.Namespace) -> int:
 def _produce(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from streams import replay
     from streams.config import kafka_settings
-    from streams.producer import EventProducer
+    from streams.sdk import replay
+    from streams.sdk.producer import EventProducer
 
     if args.file:
         events = replay.from_file(args.file, model=args.model, label=args.label)
@@ -121,7 +121,7 @@ def _produce(args: argparse.Namespace) -> int:
 
 def _ping(args: argparse.Namespace) -> int:
     from streams.config import ConfigFileError, kafka_settings, redis_url
-    from streams.stack import kafka, redis
+    from streams.stack import broker, redis_server
 
     try:
         settings, url = kafka_settings(), redis_url()
@@ -129,8 +129,8 @@ def _ping(args: argparse.Namespace) -> int:
         print(f"driftline ping: {error}", file=sys.stderr)
         return 2
     results = {
-        "kafka": kafka.broker_answers(settings.pop("bootstrap_servers"), **settings),
-        "redis": redis.answers(url),
+        "kafka": broker.broker_answers(settings.pop("bootstrap_servers"), **settings),
+        "redis": redis_server.answers(url),
     }
     for name, answered in results.items():
         print(f"{name}: {'answers' if answered else 'DOES NOT ANSWER'}", file=sys.stderr)
@@ -138,8 +138,8 @@ def _ping(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from streams.cli.demo import DemoError, DemoOptions, run
     from streams.config import ConfigFileError
-    from streams.demo import DemoError, DemoOptions, run
     from streams.stack import StackError
 
     options = DemoOptions(
@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--log-level", default="warning")
     score.set_defaults(handler=_score)
 
-    from streams.registry_cli import add_registry_parser
+    from streams.registry.cli import add_registry_parser
 
     add_registry_parser(commands, handler=_registry)
 

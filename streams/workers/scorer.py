@@ -8,7 +8,7 @@ It consumes ``events.unlabeled`` and publishes, for each event, one prediction r
 
 ``probabilities`` is left out when the model gives none (regressors); ``prediction`` is null
 while a model cannot predict yet. A model is served by the version of its last registry record
-(see :mod:`streams.registry`), including an operator's promote or rollback.
+(see :mod:`streams.registry.records`), including an operator's promote or rollback.
 
 Following the registry. A :class:`RegistryFollower` thread reads the registry topic from its
 beginning and keeps a :class:`ServingTable` up to date: for each new record of a configured
@@ -56,8 +56,8 @@ from faust.types import EventT
 
 from streams.config import DriftlineConfig, faust_broker_options
 from streams.contract import InvalidEvent, UnlabeledEvent, dead_letter_record, decode_unlabeled
-from streams.registry import ModelVersion, serving_records
-from streams.registry_client import RegistryClient, RegistrySubscription
+from streams.registry.client import RegistryClient, RegistrySubscription
+from streams.registry.records import ModelVersion, serving_records
 from trainers.candidates import Candidate
 from trainers.errors import ArtifactIntegrityError
 

@@ -2,7 +2,7 @@
 
 Each record on ``driftline.models.registry`` (key: the model name; infinite retention) is one
 :class:`ModelVersion`. Versions count 1, 2, 3, ... per model and are never reused; the artifact
-they name is stored in Redis (see :mod:`streams.artifacts`) before the record is published.
+they name is stored in Redis (see :mod:`streams.registry.artifacts`) before the record is published.
 
 Only trainers issue version numbers (``kind`` ``"initial"`` or ``"challenger"``). An operator's
 promote or rollback is a *manual record* (``kind`` ``"manual"`` or ``"rollback"``, see

@@ -41,7 +41,6 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from streams import replay
 from streams.admin import ensure_topics
 from streams.config import (
     ConfigFileError,
@@ -50,9 +49,10 @@ from streams.config import (
     redacted_url,
     signing_key,
 )
-from streams.producer import EventProducer
-from streams.registry import ModelVersion, parse_record
-from streams.stack import Endpoints, LocalStack, kafka, redis
+from streams.registry.records import ModelVersion, parse_record
+from streams.sdk import replay
+from streams.sdk.producer import EventProducer
+from streams.stack import Endpoints, LocalStack, broker, redis_server
 from streams.stack.process import log_tail
 from streams.topics import Topics
 
@@ -73,7 +73,7 @@ __all__ = [
     "summary_tables",
 ]
 
-#: examples/ sits at the repository root, next to the streams package.
+#: The SEA example ships inside the package, so an installed driftline (the Docker image) has it.
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "sea.toml"
 PLOT_NAME = "rolling_accuracy.png"
 SUMMARY_NAME = "summary.md"
@@ -598,7 +598,7 @@ class Worker:
 def _start_worker(name: str, argv: list[str], env: Mapping[str, str], log: Path) -> Worker:
     with open(log, "ab") as handle:
         process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", *argv],
+            [sys.executable, "-m", "streams.cli.main", *argv],
             env=dict(env),
             stdin=subprocess.DEVNULL,
             stdout=handle,
@@ -628,7 +628,7 @@ def _answers(redis_url: str) -> bool:
     """Whether the environment's Kafka cluster (with its security settings) and Redis answer."""
     settings = kafka_settings()
     bootstrap = settings.pop("bootstrap_servers")
-    return kafka.broker_answers(bootstrap, **settings) and redis.answers(redis_url)
+    return broker.broker_answers(bootstrap, **settings) and redis_server.answers(redis_url)
 
 
 def _connect(console: Console) -> tuple[Endpoints, LocalStack | None]:

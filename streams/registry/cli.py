@@ -9,7 +9,7 @@
     driftline registry promote MODEL VERSION --reason TEXT
     driftline registry rollback MODEL --to VERSION --reason TEXT
 
-Promote and rollback publish a manual record (see :mod:`streams.registry`) signed off with
+Promote and rollback publish a manual record (see :mod:`streams.registry.records`) signed off with
 ``$DRIFTLINE_OPERATOR`` or the OS user. Errors go to stderr with exit status 2. This module's
 imports stay light because ``driftline``'s parser is built on every command.
 """
@@ -24,8 +24,8 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from streams.registry import ModelVersion
-    from streams.registry_client import RegistryClient
+    from streams.registry.client import RegistryClient
+    from streams.registry.records import ModelVersion
 
 __all__ = ["add_registry_parser", "record_differences", "run"]
 
@@ -63,7 +63,7 @@ def add_registry_parser(
 def run(args: argparse.Namespace) -> int:
     """Carry out ``driftline registry ACTION``; returns the exit status."""
     from streams.config import ConfigFileError
-    from streams.registry_client import RegistryClient, RegistryError
+    from streams.registry.client import RegistryClient, RegistryError
 
     try:
         with RegistryClient() as client:
@@ -122,7 +122,7 @@ def _ls(client: RegistryClient, args: argparse.Namespace) -> None:
 
 
 def _show(client: RegistryClient, args: argparse.Namespace) -> None:
-    from streams.registry_client import UnknownModelError
+    from streams.registry.client import UnknownModelError
 
     if args.version is None:
         record = client.latest(args.model)
@@ -134,7 +134,7 @@ def _show(client: RegistryClient, args: argparse.Namespace) -> None:
 
 
 def _history(client: RegistryClient, args: argparse.Namespace) -> None:
-    from streams.registry_client import UnknownModelError
+    from streams.registry.client import UnknownModelError
 
     records = client.history(args.model)
     if not records:

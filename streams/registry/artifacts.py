@@ -17,7 +17,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from streams.registry import ArtifactRef, ModelVersion
+from streams.registry.records import ArtifactRef, ModelVersion
 from trainers.errors import ArtifactIntegrityError
 from trainers.serialization import dumps, sha256_hex, sign, verify_and_load
 

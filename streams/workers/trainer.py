@@ -5,7 +5,7 @@ malformed one to the dead-letter topic with its reason, lets the model's
 :class:`~trainers.trainer.ModelTrainer` learn a good one, publishes a promotion, and checkpoints.
 
 Exactly-once learning rests on three rules (the checkpoint protocol is in
-:mod:`streams.checkpoint`):
+:mod:`streams.workers.checkpoint`):
 
 - the agent runs with ``concurrency=1`` on a stream without automatic acknowledgements, and an
   event is acknowledged to faust only after the checkpoint that covers it is saved;
@@ -15,7 +15,7 @@ Exactly-once learning rests on three rules (the checkpoint protocol is in
   events after a crash issues the same versions again, and those already in the registry are not
   published twice.
 
-An operator's promote or rollback (a manual registry record, see :mod:`streams.registry`) is
+An operator's promote or rollback (a manual registry record, see :mod:`streams.registry.records`) is
 obeyed: when such a record is the model's serving record, the model's trainer adopts its
 candidate as champion at that version, and challengers go on competing against it. The worker
 reads the whole registry when it claims a partition, and follows new records while it runs.
@@ -47,13 +47,13 @@ import redis
 import redis.asyncio as aioredis
 from faust.types import TP, EventT
 
-from streams import artifacts
 from streams.admin import DEAD_LETTER_MAX_BYTES
-from streams.checkpoint import CheckpointFenced, CheckpointStore
 from streams.config import DriftlineConfig, faust_broker_options
 from streams.contract import InvalidEvent, dead_letter_record, decode_labeled
-from streams.registry import ArtifactRef, ModelVersion, read_registry, serving_records
-from streams.registry_client import RegistrySubscription
+from streams.registry import artifacts
+from streams.registry.client import RegistrySubscription
+from streams.registry.records import ArtifactRef, ModelVersion, read_registry, serving_records
+from streams.workers.checkpoint import CheckpointFenced, CheckpointStore
 from trainers.errors import LabelError
 from trainers.trainer import ModelTrainer, Promotion
 

@@ -1,0 +1,1 @@
+"""The ``driftline`` command line and the demo it runs."""

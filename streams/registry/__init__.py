@@ -1,0 +1,1 @@
+"""The registry topic: model-version records, their artifacts, the client and the CLI."""

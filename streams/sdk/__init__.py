@@ -1,0 +1,1 @@
+"""The producer SDK and the replayable sources behind ``driftline produce``."""
