@@ -15,7 +15,7 @@ import uuid
 import faust
 import mode.loop
 
-from streams.workers.trainer import FETCH_BYTES_PER_PARTITION, MAX_POLL_RECORDS
+from streams.workers.app import FETCH_BYTES_PER_PARTITION, MAX_POLL_RECORDS
 
 
 def main() -> None:

@@ -56,7 +56,7 @@ def in_process_rate(events: list[dict]) -> float:
     trainer = ModelTrainer(load_config(CONFIG).models["bench"])
     start = time.perf_counter()
     for offset, event in enumerate(events):
-        trainer.learn(event["features"], event["label"], topic="t", partition=0, offset=offset)
+        trainer.learn(event["features"], event["label"], source="t", position=offset)
     return len(events) / (time.perf_counter() - start)
 
 

@@ -21,7 +21,9 @@ the contract can grow without breaking older consumers.
 Every rejection raises :class:`InvalidEvent`, whose ``code`` is one of
 :class:`ReasonCode` and whose ``reason`` names the offending field. Rejected records go
 to the dead-letter topic as :func:`dead_letter_record` values, which keep the original
-bytes exactly (base64) so nothing is lost.
+bytes exactly (base64) so nothing is lost. :class:`ReasonCode` lists every code a
+dead letter can carry, the workers' as well as the contract's, so that dashboards and
+alerts can rely on a closed set.
 
 This module does no I/O; decoding sits on the consumer hot path and is kept cheap.
 """
@@ -73,8 +75,9 @@ _CLASS_LABEL_TYPES = frozenset({str, bool})
 
 
 class ReasonCode(StrEnum):
-    """Machine-friendly codes for rejected events (stable: used in metrics and dead letters)."""
+    """Every code of a rejected event (stable: used in metrics and dead letters)."""
 
+    # Broken wire contract (this module).
     NOT_JSON = "not_json"
     NOT_OBJECT = "not_object"
     MISSING_FIELD = "missing_field"
@@ -84,22 +87,40 @@ class ReasonCode(StrEnum):
     OUT_OF_RANGE = "out_of_range"
     OVERSIZE = "oversize"
     BAD_TIMESTAMP = "bad_timestamp"
+    # A valid event the workers cannot take.
+    UNKNOWN_MODEL = "unknown_model"
+    """No model of that name is configured."""
+    LABEL_MISMATCH = "label_mismatch"
+    """The label does not fit the model's task or classes."""
+    MODEL_ERROR = "model_error"
+    """The model raised while learning or predicting."""
+    NO_VERSION = "no_version"
+    """The scorer has no servable version of the model."""
+    KEY_MISMATCH = "key_mismatch"
+    """The record's key is not the event's model name."""
+    WRONG_PARTITION = "wrong_partition"
+    """The record is not in the partition its key hashes to."""
+    NO_PREDICTION = "no_prediction"
+    """The serving model gave no prediction."""
+    # Rejected with a plain-string reason (see dead_letter_record).
+    REJECTED = "rejected"
 
 
 class InvalidEvent(ValueError):
-    """An event that breaks the wire contract.
+    """An event that breaks the wire contract, or that a worker cannot take.
 
-    ``code`` is short and stable (a :class:`ReasonCode` for contract violations; callers
-    such as the worker may use their own codes, e.g. ``"unknown_model"``); ``reason`` is
+    ``code`` is a :class:`ReasonCode` (a string with its value is accepted and converted;
+    anything else raises ``ValueError``, so that no code escapes the list); ``reason`` is
     a human sentence naming the offending field.
     """
 
-    def __init__(self, code: str, reason: str) -> None:
+    def __init__(self, code: ReasonCode | str, reason: str) -> None:
+        code = ReasonCode(code)
         super().__init__(f"{code}: {reason}")
         self.code = code
         self.reason = reason
 
-    def __reduce__(self) -> tuple[type[InvalidEvent], tuple[str, str]]:
+    def __reduce__(self) -> tuple[type[InvalidEvent], tuple[ReasonCode, str]]:
         # The default pickling replays args=(message,) into __init__, which needs two.
         return (type(self), (self.code, self.reason))
 
@@ -202,14 +223,14 @@ def dead_letter_record(
 
     The key is the source coordinate ``topic/partition/offset``: unique per source
     record, so replaying a partition dead-letters the same record under the same key.
-    A plain-string ``reason`` gets the code ``"rejected"``. The source key is kept as
+    A plain-string ``reason`` gets the code :attr:`ReasonCode.REJECTED`. The source key is kept as
     text for reading (non-UTF-8 bytes are backslash-escaped); the value bytes are kept
     exactly and come back from :func:`decode_dead_letter`.
     """
     if isinstance(reason, InvalidEvent):
-        reason_code, reason_text = str(reason.code), reason.reason
+        reason_code, reason_text = reason.code, reason.reason
     else:
-        reason_code, reason_text = "rejected", reason
+        reason_code, reason_text = ReasonCode.REJECTED, reason
     value = {
         "reason_code": reason_code,
         "reason": reason_text,

@@ -42,18 +42,82 @@ def _docker_engine_answers() -> bool:
         return False
 
 
+KAFKA_IMAGE = "apache/kafka:4.3.1"
+"""The broker docker-compose.yml runs, and that ``driftline stack`` downloads the jars of."""
+
+_KAFKA_START_SCRIPT = "/tmp/driftline-start-kafka.sh"
+# One KRaft node, broker and controller, with the settings docker-compose.yml gives it. Clients
+# on the host use PLAINTEXT (9092, advertised at its mapped port once the container runs); the
+# broker talks to itself on BROKER and CONTROLLER.
+_KAFKA_ENV = {
+    "CLUSTER_ID": "5L6g3nShT-eMCtK--X86sw",
+    "KAFKA_NODE_ID": "1",
+    "KAFKA_PROCESS_ROLES": "broker,controller",
+    "KAFKA_LISTENERS": "PLAINTEXT://:9092,BROKER://:9093,CONTROLLER://:9094",
+    "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": (
+        "PLAINTEXT:PLAINTEXT,BROKER:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    ),
+    "KAFKA_INTER_BROKER_LISTENER_NAME": "BROKER",
+    "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+    "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9094",
+    "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+    "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+    "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+    "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
+    "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": "1",
+    "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+}
+
+
+@contextlib.contextmanager
+def _kafka_container() -> Iterator[str]:
+    """A KRaft broker of the apache/kafka image; yields its bootstrap address.
+
+    The address clients must use is only known once Docker has mapped the port, and the broker
+    must advertise it: so the container waits for a start script, written once it runs, that
+    sets ``KAFKA_ADVERTISED_LISTENERS`` and starts the image's own launcher.
+    """
+    import io
+    import re
+    import tarfile
+
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+    container = DockerContainer(KAFKA_IMAGE).with_exposed_ports(9092).with_envs(**_KAFKA_ENV)
+    container.with_command(
+        [
+            "sh",
+            "-c",
+            f"while [ ! -f {_KAFKA_START_SCRIPT} ]; do sleep 0.1; done; "
+            f"exec sh {_KAFKA_START_SCRIPT}",
+        ]
+    )
+    with container:
+        bootstrap = f"{container.get_container_host_ip()}:{container.get_exposed_port(9092)}"
+        script = (
+            f"export KAFKA_ADVERTISED_LISTENERS=PLAINTEXT://{bootstrap},BROKER://localhost:9093\n"
+            "exec /etc/kafka/docker/run\n"
+        ).encode()
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            entry = tarfile.TarInfo(_KAFKA_START_SCRIPT.lstrip("/"))
+            entry.size, entry.mode = len(script), 0o755
+            tar.addfile(entry, io.BytesIO(script))
+        container.get_wrapped_container().put_archive("/", archive.getvalue())
+        ready = LogMessageWaitStrategy(re.compile(r"Kafka Server started"))
+        ready.with_startup_timeout(120).wait_until_ready(container)
+        yield bootstrap
+
+
 @contextlib.contextmanager
 def _containers() -> Iterator[Services]:
-    from testcontainers.community.kafka import KafkaContainer
     from testcontainers.community.redis import RedisContainer
 
-    with (
-        KafkaContainer("confluentinc/cp-kafka:7.7.1").with_kraft() as broker,
-        RedisContainer("redis:7") as redis_container,
-    ):
+    with _kafka_container() as bootstrap, RedisContainer("redis:7") as redis_container:
         host = redis_container.get_container_host_ip()
         port = redis_container.get_exposed_port(6379)
-        yield Services(broker.get_bootstrap_server(), f"redis://{host}:{port}/0", "testcontainers")
+        yield Services(bootstrap, f"redis://{host}:{port}/0", "testcontainers")
 
 
 @contextlib.contextmanager

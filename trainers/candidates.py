@@ -3,14 +3,31 @@
 A *candidate* is one online model competing to become a model's champion. Two backends share the
 `Candidate` interface:
 
-* `RiverCandidate` wraps a river estimator or pipeline, which learns one event at a time.
+* `RiverCandidate` wraps a river estimator or pipeline, which learns one event at a time. A
+  feature whose value is `None` is missing, as in the event contract, and left out of the dict
+  the model sees (river's numeric steps would raise on it).
 * `SklearnCandidate` wraps a scikit-learn estimator that has `partial_fit`. Events are buffered
   and fitted in mini-batches of `batch_size`. Feature dicts are turned into vectors with
   `sklearn.feature_extraction.FeatureHasher` (`n_features` columns, default 2**8,
   `alternate_sign=False` so that non-negative features stay non-negative for the naive Bayes
   models): a string value `v` of feature `name` becomes the indicator `"name=v"`, a number (or
   bool) is used as it is, and `None` means missing and is dropped. Hashing needs no vocabulary,
-  so the vectorisation is deterministic and identical across processes and restarts.
+  so the vectorisation is deterministic and identical across processes and restarts. A
+  mini-batch whose `partial_fit` raises is discarded with the error, so that it cannot fail
+  again with every later event (the trainer quarantines the candidate, see `trainers.trainer`).
+
+The scikit-learn allowlist holds the estimators that learn from these hashed vectors, which are
+sparse and whose columns are absent when an event lacks the feature:
+
+* ``SGDClassifier``, ``Perceptron``, ``PassiveAggressiveClassifier``, ``BernoulliNB``,
+  ``SGDRegressor``, ``PassiveAggressiveRegressor`` take any numeric values. (scikit-learn 1.8
+  deprecated the two PassiveAggressive estimators, to be removed in 1.10; ``SGDClassifier`` with
+  ``loss="hinge", penalty=None, learning_rate="pa1", eta0=1.0`` is the replacement.)
+* ``MultinomialNB`` takes counts and indicators only: a negative value raises, and the trainer
+  quarantines the candidate.
+* ``GaussianNB`` is *not* allowed: its `partial_fit` refuses sparse input, so it failed on the
+  first mini-batch of every stream; and a feature missing from an event would be read as 0, not
+  as missing. River's ``naive_bayes.GaussianNB`` learns from dicts and is the one to use.
 
 `build_candidate(spec, task)` turns a specification (from the TOML configuration) into a
 candidate. Class names are looked up in whitelists, never evaluated:
@@ -107,14 +124,14 @@ RIVER_MODULES = (
     "ensemble",
 )
 
-#: scikit-learn estimators with `partial_fit`, by name: (module, task).
+#: scikit-learn estimators with `partial_fit` that learn from hashed sparse vectors, by name:
+#: (module, task). See the module docstring for what each one accepts and why GaussianNB is absent.
 SKLEARN_ESTIMATORS: Mapping[str, tuple[str, str]] = {
     "SGDClassifier": ("sklearn.linear_model", "classification"),
     "Perceptron": ("sklearn.linear_model", "classification"),
     "PassiveAggressiveClassifier": ("sklearn.linear_model", "classification"),
     "MultinomialNB": ("sklearn.naive_bayes", "classification"),
     "BernoulliNB": ("sklearn.naive_bayes", "classification"),
-    "GaussianNB": ("sklearn.naive_bayes", "classification"),
     "SGDRegressor": ("sklearn.linear_model", "regression"),
     "PassiveAggressiveRegressor": ("sklearn.linear_model", "regression"),
 }
@@ -190,12 +207,12 @@ class RiverCandidate(Candidate):
     def predict_one(self, x: dict) -> Any:
         if self.n_learned == 0:
             return None
-        return self.model.predict_one(x)
+        return self.model.predict_one(_present(x))
 
     def predict_proba_one(self, x: dict) -> dict[Hashable, float] | None:
         if self.n_learned == 0 or not self._is_classifier:
             return None
-        return self.model.predict_proba_one(x) or None
+        return self.model.predict_proba_one(_present(x)) or None
 
     def predict_with_proba(self, x: dict) -> tuple[Any, dict[Hashable, float] | None]:
         if not self._label_from_proba:
@@ -206,8 +223,13 @@ class RiverCandidate(Candidate):
         return max(proba, key=proba.__getitem__), proba
 
     def learn_one(self, x: dict, y: Any) -> None:
-        self.model.learn_one(x, y)
+        self.model.learn_one(_present(x), y)
         self.n_learned += 1
+
+
+def _present(x: dict) -> dict:
+    """`x` without its missing (None) features; `x` itself when none is missing."""
+    return x if None not in x.values() else {k: v for k, v in x.items() if v is not None}
 
 
 class SklearnCandidate(Candidate):
@@ -278,16 +300,22 @@ class SklearnCandidate(Candidate):
         if len(self._pending_y) >= self.batch_size:
             self._fit_pending()
 
+    @property
+    def n_pending(self) -> int:
+        """Events buffered for the next mini-batch."""
+        return len(self._pending_y)
+
     def _fit_pending(self) -> None:
-        features = self._vectorise(self._pending_x)
-        labels = np.asarray(self._pending_y)
+        # Taken out of the buffer before fitting: a batch that fails must not be retried with
+        # every later event.
+        rows, labels = self._pending_x, np.asarray(self._pending_y)
+        self._pending_x, self._pending_y = [], []
+        features = self._vectorise(rows)
         if self.n_fitted == 0 and self.classes is not None:
             self.estimator.partial_fit(features, labels, classes=np.asarray(self.classes))
         else:
             self.estimator.partial_fit(features, labels)
-        self.n_fitted += len(self._pending_y)
-        self._pending_x = []
-        self._pending_y = []
+        self.n_fitted += len(labels)
 
 
 class _Builder:

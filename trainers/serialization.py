@@ -47,7 +47,14 @@ from typing import Any
 
 from trainers.errors import ArtifactIntegrityError
 
-__all__ = ["dumps", "sha256_hex", "sign", "signed_message", "verify_and_load"]
+__all__ = [
+    "dumps",
+    "hmac_sha256_hex",
+    "sha256_hex",
+    "sign",
+    "signed_message",
+    "verify_and_load",
+]
 
 # Names the message format, so that a future format can never verify against this one.
 _SIGNATURE_SCHEME = "driftline-artifact/2"
@@ -73,12 +80,20 @@ def signed_message(*, model: str, version: int, sha256: str) -> bytes:
     return json.dumps(identity, separators=(",", ":"), ensure_ascii=True).encode()
 
 
+def hmac_sha256_hex(key: bytes, message: bytes) -> str:
+    """Hex HMAC-SHA256 of `message` under `key`: what signs artifacts, and anything else the
+    deployment's key vouches for. `message` should begin with a scheme of its own (such as
+    `signed_message`'s), so that no signature made for one purpose verifies for another.
+    """
+    if not key:
+        raise ValueError("an empty key cannot sign anything")
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
 def sign(blob: bytes, key: bytes, *, model: str, version: int) -> str:
     """Hex HMAC-SHA256 under `key` of `blob` as version `version` of `model`."""
-    if not key:
-        raise ValueError("an empty key cannot sign artifacts")
     message = signed_message(model=model, version=version, sha256=sha256_hex(blob))
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+    return hmac_sha256_hex(key, message)
 
 
 def verify_and_load(

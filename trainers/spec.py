@@ -2,11 +2,14 @@
 
 `ModelSpec.from_dict` validates one ``[models.NAME]`` table of the TOML configuration (already
 parsed into a dict) and raises `ConfigError` naming the model and the faulty field.
-`check_label` tells whether an event's label fits a task.
+`check_label` tells whether an event's label fits a task. `candidate_digest` fingerprints a
+candidate's specification, so that a checkpoint can tell whether the candidate it holds is still
+the one configured; `reset_targets` checks ``--reset-candidate MODEL/NAME`` arguments against the
+configuration.
 
 Examples
 --------
->>> from trainers.spec import ModelSpec, check_label
+>>> from trainers.spec import ModelSpec, candidate_digest, check_label, reset_targets
 >>> spec = ModelSpec.from_dict("sea", {
 ...     "task": "classification",
 ...     "champion": "nb",
@@ -27,13 +30,19 @@ trainers.errors.ConfigError: model 'sea': candidates: give at least one candidat
 'regression labels must be finite numbers, got nan'
 >>> check_label("classification", "spam") is None
 True
+>>> candidate_digest(spec.candidates[0])[:16]
+'133d0cbe7999b8ba'
+>>> reset_targets(["sea/hat"], {"sea": spec})
+{'sea': frozenset({'hat'})}
 
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +50,7 @@ from trainers.candidates import TASKS, build_candidate
 from trainers.errors import ConfigError
 from trainers.policy import PromotionPolicy
 
-__all__ = ["ModelSpec", "check_label"]
+__all__ = ["ModelSpec", "candidate_digest", "check_label", "reset_targets"]
 
 _KEYS = {"task", "candidates", "champion", "window", "policy"}
 
@@ -142,3 +151,57 @@ def check_label(task: str, label: Any) -> str | None:
     if not math.isfinite(label):
         return f"regression labels must be finite numbers, got {label!r}"
     return None
+
+
+def candidate_digest(candidate: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of a candidate specification's canonical JSON: its stable fingerprint.
+
+    Key order and layout do not change the digest; anything else does, including edits that
+    build the same model (``1`` for ``1.0``, a default spelled out, ``params = {}`` added), since
+    telling those apart would mean knowing every estimator's defaults.
+
+    >>> nb = {"name": "nb", "river": "naive_bayes.GaussianNB", "params": {}}
+    >>> candidate_digest(nb) == candidate_digest(dict(reversed(nb.items())))
+    True
+    >>> candidate_digest(nb) == candidate_digest({**nb, "params": {"var_smoothing": 1}})
+    False
+
+    """
+    text = json.dumps(
+        candidate, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def reset_targets(
+    arguments: Iterable[str], models: Mapping[str, ModelSpec]
+) -> dict[str, frozenset[str]]:
+    """Parse ``MODEL/NAME`` reset arguments into candidate names per model.
+
+    Raises `ConfigError` for an argument that is not ``MODEL/NAME`` or names no configured
+    model or candidate, so that a typo stops the worker at start, not at some later claim.
+
+    >>> reset_targets(["sea/agile"], {})
+    Traceback (most recent call last):
+    ...
+    trainers.errors.ConfigError: --reset-candidate sea/agile: no model 'sea'; models: []
+
+    """
+    targets: dict[str, set[str]] = {}
+    for argument in arguments:
+        model, _, name = argument.partition("/")
+        if not model or not name:
+            raise ConfigError(f"--reset-candidate {argument}: expected MODEL/NAME")
+        spec = models.get(model)
+        if spec is None:
+            raise ConfigError(
+                f"--reset-candidate {argument}: no model {model!r}; models: {sorted(models)}"
+            )
+        names = [candidate["name"] for candidate in spec.candidates]
+        if name not in names:
+            raise ConfigError(
+                f"--reset-candidate {argument}: model {model!r} has no candidate {name!r}; "
+                f"candidates: {names}"
+            )
+        targets.setdefault(model, set()).add(name)
+    return {model: frozenset(names) for model, names in targets.items()}

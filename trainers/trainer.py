@@ -2,23 +2,58 @@
 
 `ModelTrainer.learn` is the per-event hot path. For each event it
 
-1. asks every candidate for its prediction (and class probabilities), and scores it — the
-   candidates are *tested* on the event before they learn it, so the scores are honest
-   out-of-sample estimates (prequential evaluation);
-2. lets every candidate learn the event;
-3. records the event's lineage (topic, partition, offsets);
+1. asks every live candidate for its prediction (and class probabilities) — the candidates are
+   *tested* on the event before they learn it, so their scores are honest out-of-sample
+   estimates (prequential evaluation);
+2. lets every live candidate learn the event, and scores the predictions of those that did;
+3. records the event's lineage: an opaque ``source`` name the caller chooses and a ``position``
+   that increases within that source (a Kafka worker may pass ``"topic[partition]"`` and the
+   offset, a replay a file name and a line number);
 4. every ``policy.every`` events (and at ``policy.warmup``) asks the `PromotionPolicy` whether to
    promote, and on a decision issues the next version as a `Promotion`.
 
 The trainer is pure: no I/O, no clock, no randomness beyond the candidates' seeds. Its whole state
-pickles (`snapshot` / `restore`), and a restored trainer continues exactly as the original would.
+pickles (`snapshot`), and a trainer restored under the same specification continues exactly as
+the original would.
+
+Quarantine
+----------
+A candidate that raises while predicting or learning an event is *quarantined*: from that event
+on it neither predicts, learns nor competes, and the trainer keeps why (`quarantined`, and
+``quarantined`` in `report`). It is not scored on the event it failed, so its score still counts
+exactly the events it learned; every other candidate learns that event as usual, and `learn`
+returns normally. Only a reset on restore brings a quarantined candidate back.
+
+Champion
+--------
+The champion is the live candidate defending the title; what serves is the copy it was promoted
+(or adopted) with, frozen at that time, under `champion_version`. When the champion stops
+training — quarantined, dropped from the configuration, reset on restore, or an adopted candidate
+that is not configured — its copy keeps serving, but the title is *vacant*: at the policy's first
+evaluation after the cooldown (counted from the last promotion or adoption, so that an operator's
+choice is not overruled at once) the initial rule picks the best live candidate on the recent
+window, as version ``latest_version + 1`` of kind ``"initial"``, whose reason says why the title
+was vacant.
+The configured ``champion`` is only a cold-start preference: it is not imposed again once a
+version has served.
+
+Configuration changes
+---------------------
+The configuration owns the model, not the checkpoint: `ModelTrainer.restore` takes the current
+`ModelSpec`. The policy and the window come from it (scores keep their most recent events up to
+the new bounds); a candidate new in the specification starts fresh; one no longer in it is
+dropped; one whose specification changed (see `trainers.spec.candidate_digest`) raises
+`CandidateChangedError` unless it is among the candidates to ``reset``, which start fresh. A
+fresh candidate only learns until it has scored ``policy.min_samples`` events (or as many as the
+others keep, if fewer): paired with the others sooner, it would shrink their window below
+``min_samples`` and stop every challenge.
 
 Examples
 --------
 >>> from trainers.spec import ModelSpec
 >>> from trainers.synthetic import drift_stream
 >>> from trainers.trainer import ModelTrainer
->>> spec = ModelSpec.from_dict("sea", {
+>>> table = {
 ...     "task": "classification",
 ...     "champion": "nb",
 ...     "candidates": [
@@ -26,38 +61,59 @@ Examples
 ...         {"name": "lr", "river": "StandardScaler | LogisticRegression"},
 ...     ],
 ...     "policy": {"warmup": 100, "every": 100},
-... })
->>> trainer = ModelTrainer(spec)
+... }
+>>> trainer = ModelTrainer(ModelSpec.from_dict("sea", table))
 >>> stream = drift_stream("sea", n=300, drift_at=1000, seed=1)
 >>> promotions = [
 ...     promotion
-...     for offset, (x, y) in enumerate(stream)
-...     if (promotion := trainer.learn(x, y, topic="sea", partition=0, offset=offset))
+...     for position, (x, y) in enumerate(stream)
+...     if (promotion := trainer.learn(x, y, source="sea", position=position))
 ... ]
 >>> [(p.version, p.kind, p.candidate) for p in promotions]
 [(1, 'initial', 'nb')]
 >>> promotions[0].lineage
-{'topic': 'sea', 'partition': 0, 'first_offset': 0, 'last_offset': 99, 'events': 100}
->>> trainer.champion, trainer.version, trainer.last_offset("sea", 0), trainer.learned
+{'source': 'sea', 'first_offset': 0, 'last_offset': 99, 'events': 100}
+>>> trainer.champion, trainer.champion_version, trainer.last_position("sea"), trainer.learned
 ('nb', 1, 299, {'nb': 300, 'lr': 300})
+
+Restored under an edited configuration, the trainer takes the new candidate list:
+
+>>> hat = {"name": "hat", "river": "tree.HoeffdingTreeClassifier"}
+>>> table.update(champion="lr", candidates=[table["candidates"][1], hat])
+>>> trainer, changes = ModelTrainer.restore(trainer.snapshot(), ModelSpec.from_dict("sea", table))
+>>> changes.started, changes.dropped, changes.vacated, changes.settings
+(('hat',), ('nb',), 'nb', ("champion: 'nb' -> 'lr'",))
+>>> trainer.champion, trainer.champion_version, trainer.report()["champion"]
+(None, 1, 'nb')
+>>> trainer.learned
+{'lr': 300, 'hat': 0}
 
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import pickle
+from collections import deque
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from trainers.candidates import Candidate, build_candidate
-from trainers.errors import ConfigError, LabelError
+from trainers.errors import CandidateChangedError, ConfigError, LabelError, SnapshotError
 from trainers.metrics import PrequentialScore
 from trainers.policy import Decision
 from trainers.serialization import dumps
-from trainers.spec import ModelSpec, check_label
+from trainers.spec import ModelSpec, candidate_digest, check_label
 
-__all__ = ["ModelTrainer", "Promotion"]
+__all__ = ["ModelTrainer", "Promotion", "RestoreChanges"]
+
+# Bumped whenever the pickled state changes shape, so that an old snapshot is refused by name
+# instead of failing with an AttributeError somewhere in `learn`.
+_SNAPSHOT_FORMAT = 2
+# Quarantine reasons end up in every metrics report; a stack of sklearn advice need not.
+_REASON_CHARS = 500
 
 
 @dataclass(frozen=True)
@@ -77,15 +133,16 @@ class Promotion:
     candidate_params
         The candidate's specification.
     kind
-        ``"initial"`` or ``"challenger"``.
+        ``"initial"`` (first champion, or a new one for a vacant title) or ``"challenger"``.
     reason
         One human-readable sentence.
     evidence
         The policy's evidence (window, metrics, paired test, thresholds).
     lineage
-        What it learned from: ``topic``, ``partition``, ``first_offset``, ``last_offset`` of the
-        partition that triggered the promotion, ``events`` learned in total, and, when the model
-        learns from several partitions, ``partitions`` with each one's offsets.
+        What it learned from: ``source``, ``first_offset`` and ``last_offset`` (the first and
+        last positions learned from the source of the event that triggered the promotion),
+        ``events`` learned in total, and, when the model learns from several sources,
+        ``sources`` with each one's ``source``, ``first_offset`` and ``last_offset``.
     estimator
         A copy of the promoted candidate, frozen at promotion time, to serialise and serve.
 
@@ -103,6 +160,80 @@ class Promotion:
     estimator: Candidate
 
 
+@dataclass(frozen=True)
+class RestoreChanges:
+    """What `ModelTrainer.restore` changed to fit the current configuration.
+
+    It is falsy when the snapshot fitted the configuration as it was.
+
+    Parameters
+    ----------
+    started
+        Candidates new in the configuration, started fresh.
+    dropped
+        Candidates no longer in the configuration, dropped with their state.
+    reset
+        Candidates started fresh because they were to be reset and had changed or were
+        quarantined.
+    reset_ignored
+        Candidates to be reset that were kept: unchanged and healthy, so that a reset left on a
+        worker's command line does not throw away their state again at every restart.
+    reset_unknown
+        Names to be reset that are not candidates of the model.
+    vacated
+        The champion, when it was dropped or reset: its promoted copy keeps serving until the
+        policy chooses a new champion.
+    settings
+        Other differences, one ``"field: old -> new"`` line each (window, champion, policy).
+
+    """
+
+    started: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+    reset: tuple[str, ...] = ()
+    reset_ignored: tuple[str, ...] = ()
+    reset_unknown: tuple[str, ...] = ()
+    vacated: str | None = None
+    settings: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, f.name) for f in dataclasses.fields(self))
+
+    def __str__(self) -> str:
+        parts = [
+            f"{f.name} {value}" if isinstance(value, str) else f"{f.name} {', '.join(value)}"
+            for f in dataclasses.fields(self)
+            if (value := getattr(self, f.name))
+        ]
+        return "; ".join(parts) or "no changes"
+
+
+@dataclass(frozen=True)
+class _Paired:
+    """A candidate's score as the policy reads it, with `n` the events it actually keeps.
+
+    A score keeps ``min(n, history)`` events, unless a restore grew its history: then it keeps
+    fewer, and the policy, which sizes the paired window from ``n`` and ``history``, must know.
+    """
+
+    score: PrequentialScore
+    n: int
+
+    @property
+    def task(self) -> str:
+        return self.score.task
+
+    @property
+    def history(self) -> int:
+        return self.score.history
+
+    def recent(self, n: int) -> dict[str, Any]:
+        return self.score.recent(n)
+
+    def losses(self, n: int) -> list[Any]:
+        return self.score.losses(n)
+
+
 class ModelTrainer:
     """Trains every candidate of one model and promotes champions.
 
@@ -115,41 +246,80 @@ class ModelTrainer:
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
+        #: The live candidate defending the title; None before the first one or while vacant.
         self.champion: str | None = None
         self.champion_reason: str | None = None
-        self.version = 0
+        #: The last version number issued; versions are never reused.
+        self.latest_version = 0
         self.events = 0
+        self._format = _SNAPSHOT_FORMAT
         self._champion_version: int | None = None
+        self._served: str | None = None
+        self._vacated: str | None = None
         self._since_promotion = 0
+        self._digests = {c["name"]: candidate_digest(c) for c in spec.candidates}
         self._candidates = [build_candidate(c, spec.task) for c in spec.candidates]
-        self._by_name = {candidate.name: candidate for candidate in self._candidates}
-        # History reaches back min_samples events, so that challengers can be tested that far.
-        history = max(spec.window, spec.policy.min_samples)
-        self._scores = {
-            candidate.name: PrequentialScore(spec.task, spec.window, history)
-            for candidate in self._candidates
-        }
-        self._scored = [(candidate, self._scores[candidate.name]) for candidate in self._candidates]
+        self._scores = {c.name: self._new_score() for c in self._candidates}
+        self._quarantine: dict[str, str] = {}
+        self._positions: dict[str, list[int]] = {}
         self._classification = spec.task == "classification"
-        # A label outside any candidate's declared classes would break that candidate mid-event,
-        # after the others had already learned it; refuse it before anyone sees it.
-        declared = [frozenset(c.classes) for c in self._candidates if c.classes is not None]
+        self._refresh()
+
+    def _new_score(self) -> PrequentialScore:
+        # History reaches back min_samples events, so that challengers can be tested that far.
+        history = max(self.spec.window, self.spec.policy.min_samples)
+        return PrequentialScore(self.spec.task, self.spec.window, history)
+
+    def _refresh(self) -> None:
+        """Derive the lookups the hot path uses from the candidates and the quarantine."""
+        self._by_name = {candidate.name: candidate for candidate in self._candidates}
+        self._live = [
+            (candidate, self._scores[candidate.name])
+            for candidate in self._candidates
+            if candidate.name not in self._quarantine
+        ]
+        # A label outside a live candidate's declared classes would fail that candidate; refuse
+        # the event before anyone sees it rather than quarantine a candidate for a bad event.
+        declared = [frozenset(c.classes) for c, _ in self._live if c.classes is not None]
         self._allowed_labels = frozenset.intersection(*declared) if declared else None
-        self._offsets: dict[tuple[str, int], list[int]] = {}
+
+    @property
+    def version(self) -> int:
+        """Alias of `latest_version`, for callers of the old name (not the served version)."""
+        return self.latest_version
+
+    @property
+    def champion_version(self) -> int | None:
+        """The version that serves: the last promoted or adopted one, None before the first."""
+        return self._champion_version
 
     @property
     def learned(self) -> dict[str, int]:
-        """Events learned by each candidate."""
-        # Every candidate learns every event, so the counts are equal by construction.
-        return {candidate.name: self.events for candidate in self._candidates}
+        """Events learned by each candidate (quarantined ones stopped, fresh ones started late)."""
+        return {name: score.n for name, score in self._scores.items()}
 
-    def learn(
-        self, features: dict, label: Any, *, topic: str, partition: int, offset: int
-    ) -> Promotion | None:
-        """Test every candidate on the event, then train them on it; maybe promote.
+    @property
+    def quarantined(self) -> dict[str, str]:
+        """Why each quarantined candidate was quarantined, by name."""
+        return dict(self._quarantine)
+
+    def learn(self, features: dict, label: Any, *, source: str, position: int) -> Promotion | None:
+        """Test every live candidate on the event, then train them on it; maybe promote.
+
+        Parameters
+        ----------
+        features
+            The event's features.
+        label
+            Its label.
+        source
+            The name of the stream the event comes from, opaque to the trainer.
+        position
+            The event's position in `source`; positions increase within a source. Skipping
+            events already learned is the caller's job (see `last_position`).
 
         Raises `LabelError` (before any candidate sees the event) when the label does not fit
-        the model. Skipping events already learned is the caller's job (see `last_offset`).
+        the model. A candidate that raises is quarantined, and `learn` returns normally.
         """
         problem = check_label(self.spec.task, label)
         if (
@@ -162,110 +332,173 @@ class ModelTrainer:
             )
         if problem is not None:
             raise LabelError(f"model {self.spec.name!r}: {problem}")
-        if self._classification:
-            for candidate, score in self._scored:
-                prediction, proba = candidate.predict_with_proba(features)
-                score.update(label, prediction, proba)
-        else:
-            for candidate, score in self._scored:
-                score.update(label, candidate.predict_one(features))
-        for candidate in self._candidates:
-            candidate.learn_one(features, label)
+        # Every candidate is tested before any learns: a learn_one that edits the shared
+        # features dict must not change what the next candidate is tested on.
+        tested = []
+        for entry in self._live:
+            candidate = entry[0]
+            try:
+                if self._classification:
+                    outcome = candidate.predict_with_proba(features)
+                else:
+                    outcome = (candidate.predict_one(features), None)
+            except Exception as error:
+                self._quarantine_candidate(candidate.name, "predicting", error, source, position)
+                continue
+            tested.append((entry, outcome))
+        for (candidate, score), (prediction, proba) in tested:
+            try:
+                candidate.learn_one(features, label)
+            except Exception as error:
+                self._quarantine_candidate(candidate.name, "learning", error, source, position)
+                continue
+            # Scored only once learned, so that a score counts exactly the events learned.
+            score.update(label, prediction, proba)
         self.events += 1
         self._since_promotion += 1
-        span = self._offsets.get((topic, partition))
+        span = self._positions.get(source)
         if span is None:
-            self._offsets[(topic, partition)] = [offset, offset]
+            self._positions[source] = [position, position]
         else:
-            span[1] = offset
+            span[1] = position
         if not self.spec.policy.due(self.events):
             return None
-        decision = self.spec.policy.decide(
+        decision = self._decide()
+        return None if decision is None else self._promote(decision, source)
+
+    def _quarantine_candidate(
+        self, name: str, stage: str, error: Exception, source: str, position: int
+    ) -> None:
+        reason = (
+            f"{type(error).__name__} while {stage} event {self.events + 1} "
+            f"(source {source!r}, position {position}): {error}"
+        )
+        self._quarantine[name] = reason[:_REASON_CHARS]
+        if name == self.champion:
+            self._vacate(f"champion {name!r} was quarantined at event {self.events + 1}")
+        self._refresh()
+
+    def _vacate(self, why: str) -> None:
+        self.champion = None
+        self._vacated = why
+
+    def _decide(self) -> Decision | None:
+        policy = self.spec.policy
+        vacant = self.champion is None and self._champion_version is not None
+        if vacant and self._since_promotion < policy.cooldown:
+            return None
+        scores = self._competitors()
+        # The configured champion is a cold-start choice, not one to impose on a vacant title.
+        preferred = self.spec.champion if self._champion_version is None else None
+        return policy.decide(
             events=self.events,
             champion=self.champion,
             since_promotion=self._since_promotion,
-            scores=self._scores,
-            preferred=self.spec.champion,
+            scores=scores,
+            preferred=preferred if preferred in scores else None,
         )
-        return None if decision is None else self._promote(decision, topic, partition)
 
-    def _promote(self, decision: Decision, topic: str, partition: int) -> Promotion:
+    def _competitors(self) -> dict[str, _Paired]:
+        """The live candidates with enough paired events to compete, in configuration order."""
+        kept = {candidate.name: len(score.losses(score.history)) for candidate, score in self._live}
+        if not kept:
+            return {}
+        # Every live candidate scored every event since it started, so the candidates that keep
+        # at least `threshold` events share their last `threshold` events: a paired window.
+        threshold = min(max(kept.values()), self.spec.policy.min_samples)
+        return {
+            name: _Paired(self._scores[name], n)
+            for name, n in kept.items()
+            if n >= threshold or name == self.champion
+        }
+
+    def _promote(self, decision: Decision, source: str) -> Promotion:
+        if self._vacated is not None:
+            decision = dataclasses.replace(decision, reason=f"{self._vacated}; {decision.reason}")
         previous_version = self._champion_version
-        self.version += 1
-        self._champion_version = self.version
-        self.champion = decision.candidate
+        self.latest_version += 1
+        self._champion_version = self.latest_version
+        self.champion = self._served = decision.candidate
         self.champion_reason = decision.reason
+        self._vacated = None
         self._since_promotion = 0
         candidate = self._by_name[decision.candidate]
         return Promotion(
             model=self.spec.name,
-            version=self.version,
+            version=self.latest_version,
             previous_version=previous_version,
             candidate=candidate.name,
             candidate_params=copy.deepcopy(candidate.params),
             kind=decision.kind,
             reason=decision.reason,
             evidence=decision.evidence,
-            lineage=self._lineage(topic, partition),
+            lineage=self._lineage(source),
             # A copy, because the live candidate keeps learning after the promotion.
             estimator=copy.deepcopy(candidate),
         )
 
-    def _lineage(self, topic: str, partition: int) -> dict[str, Any]:
-        first_offset, last_offset = self._offsets[(topic, partition)]
+    def _lineage(self, source: str) -> dict[str, Any]:
+        # "offset" keys: the registry's readers (and the demo) already read them.
+        first, last = self._positions[source]
         lineage: dict[str, Any] = {
-            "topic": topic,
-            "partition": partition,
-            "first_offset": first_offset,
-            "last_offset": last_offset,
+            "source": source,
+            "first_offset": first,
+            "last_offset": last,
             "events": self.events,
         }
-        if len(self._offsets) > 1:
-            lineage["partitions"] = [
-                {"topic": t, "partition": p, "first_offset": first, "last_offset": last}
-                for (t, p), (first, last) in sorted(self._offsets.items())
+        if len(self._positions) > 1:
+            lineage["sources"] = [
+                {"source": name, "first_offset": first, "last_offset": last}
+                for name, (first, last) in sorted(self._positions.items())
             ]
         return lineage
-
-    @property
-    def champion_version(self) -> int | None:
-        """The version the champion serves as (an operator may have set an older one)."""
-        return self._champion_version
 
     def candidate(self, name: str) -> Candidate:
         """The live candidate called `name` (it goes on learning; promotions serve copies)."""
         return self._by_name[name]
 
-    def last_offset(self, topic: str, partition: int) -> int | None:
-        """Offset of the last event learned from `topic`/`partition`, None if none was."""
-        span = self._offsets.get((topic, partition))
+    def last_position(self, source: str) -> int | None:
+        """Position of the last event learned from `source`, None if none was."""
+        span = self._positions.get(source)
         return None if span is None else span[1]
 
     def adopt(self, version: int, candidate: str, reason: str) -> None:
-        """Make `candidate` the champion at `version`, as an operator's promotion or rollback.
+        """Make `version` of `candidate` serve, as an operator's promotion or rollback.
 
         The version counter never goes back, so the next promotion gets a fresh number; the
-        cooldown restarts, so the policy does not immediately overrule the operator.
+        cooldown restarts, so the policy does not immediately overrule the operator. A
+        candidate that does not train (quarantined, or not configured any more) serves, but
+        leaves the title vacant.
         """
-        if candidate not in self._by_name:
-            raise ConfigError(
-                f"model {self.spec.name!r}: no candidate {candidate!r}; "
-                f"candidates: {list(self._by_name)}"
-            )
-        self.champion = candidate
-        self.champion_reason = reason
+        self._served = candidate
         self._champion_version = version
-        self.version = max(version, self.version)
+        self.champion_reason = reason
+        self.latest_version = max(version, self.latest_version)
         self._since_promotion = 0
+        if candidate in self._quarantine:
+            self._vacate(f"adopted champion {candidate!r} is quarantined")
+        elif candidate not in self._by_name:
+            self._vacate(f"adopted champion {candidate!r} is not a configured candidate")
+        else:
+            self.champion = candidate
+            self._vacated = None
 
     def report(self) -> dict[str, Any]:
-        """Progress summary: per candidate rolling and cumulative metrics, champion, version."""
+        """Progress summary: what serves, the version counter, quarantines, per-candidate metrics.
+
+        ``version`` and ``champion`` name what serves (the last promoted or adopted version and
+        its candidate), ``latest_version`` the last version number issued, and
+        ``champion_vacated`` why the title is vacant (None when it is not).
+        """
         return {
             "model": self.spec.name,
             "events": self.events,
-            "champion": self.champion,
+            "champion": self._served,
             "champion_reason": self.champion_reason,
-            "version": self.version,
+            "version": self._champion_version,
+            "latest_version": self.latest_version,
+            "champion_vacated": self._vacated,
+            "quarantined": dict(self._quarantine),
             "candidates": {
                 name: {"n": score.n, "rolling": score.rolling(), "cumulative": score.cumulative()}
                 for name, score in self._scores.items()
@@ -277,9 +510,130 @@ class ModelTrainer:
         return dumps(self)
 
     @classmethod
-    def restore(cls, blob: bytes) -> ModelTrainer:
-        """Rebuild a trainer from `snapshot` bytes; it continues exactly where it stopped."""
+    def restore(
+        cls, blob: bytes, spec: ModelSpec, *, reset: Collection[str] = ()
+    ) -> tuple[ModelTrainer, RestoreChanges]:
+        """Rebuild a trainer from `snapshot` bytes under the current specification.
+
+        Parameters
+        ----------
+        blob
+            Bytes from `snapshot` (unpickled: check where they come from first).
+        spec
+            The model's specification now; it wins over the one the snapshot was taken with.
+        reset
+            Names of candidates to start fresh if they changed or are quarantined; others named
+            here are kept (see `RestoreChanges.reset_ignored`).
+
+        Raises `SnapshotError` when the bytes hold no trainer of this snapshot format,
+        `ConfigError` when `spec` is another model's or changes the task, and
+        `CandidateChangedError` naming every changed candidate not in `reset`.
+        """
         trainer = pickle.loads(blob)
         if not isinstance(trainer, cls):
-            raise TypeError(f"snapshot holds a {type(trainer).__name__}, not a {cls.__name__}")
-        return trainer
+            raise SnapshotError(f"snapshot holds a {type(trainer).__name__}, not a {cls.__name__}")
+        found = getattr(trainer, "_format", 1)
+        if found != _SNAPSHOT_FORMAT:
+            raise SnapshotError(
+                f"snapshot of model {trainer.spec.name!r} has format {found}, this driftline "
+                f"reads format {_SNAPSHOT_FORMAT}; start the model afresh"
+            )
+        changes = trainer._reconfigure(spec, frozenset(reset))
+        return trainer, changes
+
+    def _reconfigure(self, spec: ModelSpec, reset: frozenset[str]) -> RestoreChanges:
+        old = self.spec
+        if spec.name != old.name:
+            raise ConfigError(
+                f"a snapshot of model {old.name!r} cannot be restored as {spec.name!r}"
+            )
+        if spec.task != old.task:
+            raise ConfigError(
+                f"model {spec.name!r}: task changed from {old.task} to {spec.task}; a checkpoint "
+                "cannot change task (give the model a new name)"
+            )
+        digests = {table["name"]: candidate_digest(table) for table in spec.candidates}
+        changed = {
+            name for name, digest in digests.items() if self._digests.get(name, digest) != digest
+        }
+        refused = [name for name in digests if name in changed and name not in reset]
+        if refused:
+            targets = [f"{spec.name}/{name}" for name in refused]
+            raise CandidateChangedError(
+                f"model {spec.name!r}: candidates {targets} changed since the checkpoint, whose "
+                "state was learned with their old parameters; restore the old parameters, rename "
+                "them, or reset them (driftline worker --reset-candidate MODEL/NAME)",
+                candidates=targets,
+            )
+        self.spec = spec
+        started, was_reset, ignored = [], [], []
+        candidates = []
+        for table in spec.candidates:
+            name = table["name"]
+            kept = self._by_name.get(name)
+            if kept is not None and name in reset:
+                if name in changed or name in self._quarantine:
+                    kept = None
+                    was_reset.append(name)
+                else:
+                    ignored.append(name)
+            elif kept is None:
+                started.append(name)
+            if kept is None:
+                kept = build_candidate(table, spec.task)
+                self._scores[name] = self._new_score()
+                self._quarantine.pop(name, None)
+            candidates.append(kept)
+        dropped = [name for name in self._by_name if name not in digests]
+        for name in dropped:
+            del self._scores[name]
+            self._quarantine.pop(name, None)
+        history = max(spec.window, spec.policy.min_samples)
+        for score in self._scores.values():
+            _resize(score, spec.window, history)
+        # In configuration order, which breaks the policy's ties.
+        self._scores = {candidate.name: self._scores[candidate.name] for candidate in candidates}
+        self._candidates = candidates
+        self._digests = digests
+        vacated = None
+        if self.champion in dropped or self.champion in was_reset:
+            vacated = self.champion
+            why = "dropped from the configuration" if vacated in dropped else "reset"
+            self._vacate(f"champion {vacated!r} was {why}")
+        self._refresh()
+        return RestoreChanges(
+            started=tuple(started),
+            dropped=tuple(dropped),
+            reset=tuple(was_reset),
+            reset_ignored=tuple(ignored),
+            reset_unknown=tuple(sorted(reset - set(digests))),
+            vacated=vacated,
+            settings=_setting_changes(old, spec),
+        )
+
+
+def _resize(score: PrequentialScore, window: int, history: int) -> None:
+    """Bound `score` by a new window and history, keeping its most recent events."""
+    if (score.window, score.history) == (window, history):
+        return
+    # The per-event deques are sized at construction; rebuild each at the new bound.
+    for name, value in list(vars(score).items()):
+        if isinstance(value, deque):
+            setattr(score, name, deque(value, maxlen=history))
+    score.window, score.history = window, history
+
+
+def _setting_changes(old: ModelSpec, new: ModelSpec) -> tuple[str, ...]:
+    before: Mapping[str, Any] = {
+        "window": old.window,
+        "champion": old.champion,
+        **{f"policy.{k}": v for k, v in dataclasses.asdict(old.policy).items()},
+    }
+    after: Mapping[str, Any] = {
+        "window": new.window,
+        "champion": new.champion,
+        **{f"policy.{k}": v for k, v in dataclasses.asdict(new.policy).items()},
+    }
+    return tuple(
+        f"{key}: {before[key]!r} -> {after[key]!r}" for key in after if before[key] != after[key]
+    )

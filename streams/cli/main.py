@@ -44,22 +44,21 @@ def _run_faust_worker(
     import mode.loop
 
     from streams.admin import ensure_topics
-    from streams.config import kafka_settings, load_config, redis_url, signing_key
-    from streams.registry.artifacts import redis_prefix
+    from streams.config import load_config
+    from streams.settings import Settings, SettingsError
+    from trainers.errors import ConfigError
 
     # faust's per-event overhead dominates a worker; uvloop cuts it by about a fifth.
     mode.loop.use("uvloop")
-    config = load_config(args.config)
-    kafka = kafka_settings()
-    ensure_topics(config.topics, kafka, partitions=config.worker.partitions)
-    app = create_app(
-        config,
-        kafka=kafka,
-        redis_url=redis_url(),
-        redis_prefix=redis_prefix(),
-        signing_key=signing_key(),
-        **options,
-    )
+    try:
+        config = load_config(args.config)
+        settings = Settings.from_env()
+        kafka = settings.kafka
+        ensure_topics(config.topics, kafka, partitions=config.worker.partitions)
+        app = create_app(config, settings, **options)
+    except (SettingsError, ConfigError) as error:  # ConfigError: a bad model in the file
+        print(f"driftline {args.command}: {error}", file=sys.stderr)
+        return 2
     faust.Worker(app, loglevel=args.log_level, quiet=True).execute_from_commandline()
     return 0
 
@@ -67,7 +66,7 @@ def _run_faust_worker(
 def _worker(args: argparse.Namespace) -> int:
     from streams.workers.trainer import create_app
 
-    return _run_faust_worker(args, create_app)
+    return _run_faust_worker(args, create_app, reset_candidates=frozenset(args.reset_candidate))
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -85,9 +84,8 @@ def _registry(args: argparse.Namespace) -> int:
 def _produce(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from streams.config import kafka_settings
     from streams.sdk import replay
-    from streams.sdk.producer import EventProducer
+    from streams.sdk.producer import EventProducer, ProducerConfigError
 
     if args.file:
         events = replay.from_file(args.file, model=args.model, label=args.label)
@@ -103,10 +101,14 @@ def _produce(args: argparse.Namespace) -> int:
             seed=args.seed,
             noise=args.noise,
         )
-    settings = kafka_settings()
+    try:
+        producer = EventProducer()
+    except ProducerConfigError as error:
+        print(f"driftline produce: {error}", file=sys.stderr)
+        return 2
     sent = 0
     with (
-        EventProducer(settings.pop("bootstrap_servers"), **settings) as producer,
+        producer,
         Progress(transient=True, disable=args.quiet) as progress,
     ):
         task = progress.add_task(f"producing {args.model}", total=args.events)
@@ -120,16 +122,17 @@ def _produce(args: argparse.Namespace) -> int:
 
 
 def _ping(args: argparse.Namespace) -> int:
-    from streams.config import ConfigFileError, kafka_settings, redis_url
+    from streams.settings import Settings, SettingsError
     from streams.stack import broker, redis_server
 
     try:
-        settings, url = kafka_settings(), redis_url()
-    except ConfigFileError as error:
+        settings = Settings.from_env()
+        kafka, url = settings.kafka, settings.redis_url
+    except SettingsError as error:
         print(f"driftline ping: {error}", file=sys.stderr)
         return 2
     results = {
-        "kafka": broker.broker_answers(settings.pop("bootstrap_servers"), **settings),
+        "kafka": broker.broker_answers(kafka.pop("bootstrap_servers"), **kafka),
         "redis": redis_server.answers(url),
     }
     for name, answered in results.items():
@@ -139,7 +142,7 @@ def _ping(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from streams.cli.demo import DemoError, DemoOptions, run
-    from streams.config import ConfigFileError
+    from streams.settings import SettingsError
     from streams.stack import StackError
 
     options = DemoOptions(
@@ -153,7 +156,7 @@ def _demo(args: argparse.Namespace) -> int:
     )
     try:
         return run(options)
-    except (ConfigFileError, DemoError, StackError) as error:
+    except (SettingsError, DemoError, StackError) as error:
         print(f"driftline demo: {error}", file=sys.stderr)
         return 2
 
@@ -187,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run a trainer worker (faust)")
     worker.add_argument("--config", type=Path, required=True, help="TOML or YAML configuration")
     worker.add_argument("--log-level", default="warning")
+    worker.add_argument(
+        "--reset-candidate",
+        action="append",
+        default=[],
+        metavar="MODEL/NAME",
+        help="reset candidate NAME of MODEL: it starts learning afresh (repeatable)",
+    )
     worker.set_defaults(handler=_worker)
 
     score = commands.add_parser(

@@ -9,9 +9,11 @@
     driftline registry promote MODEL VERSION --reason TEXT
     driftline registry rollback MODEL --to VERSION --reason TEXT
 
-Promote and rollback publish a manual record (see :mod:`streams.registry.records`) signed off with
-``$DRIFTLINE_OPERATOR`` or the OS user. Errors go to stderr with exit status 2. This module's
-imports stay light because ``driftline``'s parser is built on every command.
+Promote and rollback publish a manual record (see :mod:`streams.registry.records`), signed with
+the deployment's key and signed off with ``$DRIFTLINE_OPERATOR`` or the OS user. Every action
+reads the registry through :class:`~streams.registry.client.RegistryClient`, so it needs the
+signing key, and shows only the records that key signed. Errors go to stderr with exit status 2.
+This module's imports stay light because ``driftline``'s parser is built on every command.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["add_registry_parser", "record_differences", "run"]
 
 # Fields every record of a model has in common, or that always differ: not worth a diff row.
-_NOT_DIFFED = frozenset({"model", "version", "created_at"})
+_NOT_DIFFED = frozenset({"model", "version", "created_at", "signature"})
 
 
 def add_registry_parser(
@@ -62,13 +64,13 @@ def add_registry_parser(
 
 def run(args: argparse.Namespace) -> int:
     """Carry out ``driftline registry ACTION``; returns the exit status."""
-    from streams.config import ConfigFileError
     from streams.registry.client import RegistryClient, RegistryError
+    from streams.settings import SettingsError
 
     try:
         with RegistryClient() as client:
             _ACTIONS[args.action](client, args)
-    except (RegistryError, ConfigFileError, ValueError) as error:
+    except (RegistryError, SettingsError, ValueError) as error:
         print(f"driftline registry {args.action}: {error}", file=sys.stderr)
         return 2
     return 0

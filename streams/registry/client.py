@@ -6,14 +6,24 @@
 - ``get(model, version)``: the trainer's original record of a version;
 - ``history(model)``, ``models()``: the audit log, read from the registry topic's beginning;
 - ``subscribe()``: each new record as it is published (from now, or from the beginning);
-- ``load(record)``: the model itself, unpickled only after its digest and signature check out;
+- ``load(record)``: the model itself, unpickled only after the record's signature and the
+  artifact's digest and signature check out;
 - ``promote(model, version, reason=...)``, ``rollback(model, to=..., reason=...)``: publish a
-  manual record (see :func:`streams.registry.manual_record`); they never issue version numbers.
+  signed manual record (see :func:`streams.registry.records.manual_record`); they never issue
+  version numbers.
 
-Every default comes from the environment, like the workers': ``KAFKA_BOOTSTRAP_SERVERS`` (plus
-``KAFKA_SECURITY_*``/``KAFKA_SASL_*``/``KAFKA_SSL_*``), ``DRIFTLINE_TOPIC_PREFIX``, ``REDIS_URL``,
-``DRIFTLINE_REDIS_PREFIX``, ``DRIFTLINE_SIGNING_KEY`` (or ``..._FILE``) and, for manual records,
-``DRIFTLINE_OPERATOR``. Redis and the signing key are only needed by ``load``.
+Only records signed with the deployment's key exist for the client (see
+:mod:`streams.registry.records`): reading (``history``, ``latest``, ``get``, ``serving``,
+``models``, ``subscribe``) skips every other record with a logged error, so a forged record can
+neither make a version serve nor stand in for a trainer's version; ``load`` of such a record
+raises :class:`~streams.registry.records.RecordSignatureError`. Reading therefore needs the
+signing key too.
+
+Every default comes from the environment, like the workers' (:class:`streams.settings.Settings`):
+``KAFKA_BOOTSTRAP_SERVERS`` (plus ``KAFKA_SECURITY_*``/``KAFKA_SASL_*``/``KAFKA_SSL_*``),
+``DRIFTLINE_TOPIC_PREFIX``, ``REDIS_URL``, ``DRIFTLINE_REDIS_PREFIX``, ``DRIFTLINE_SIGNING_KEY``
+(or ``..._FILE``) and, for manual records, ``DRIFTLINE_OPERATOR``. Redis is only needed by
+``load``.
 
 Reading the history scans the registry topic from its beginning on every call: the registry
 holds one small record per promotion, and a fresh scan is never stale.
@@ -31,21 +41,17 @@ import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams.closing import ClosedOnExit
-from streams.config import kafka_settings
-from streams.config import redis_url as redis_url_from_env
-from streams.config import signing_key as signing_key_from_env
 from streams.registry import artifacts
 from streams.registry.records import (
-    MANUAL_PROMOTION,
-    ROLLBACK,
     ModelVersion,
+    RecordKind,
     default_operator,
     manual_record,
     parse_record,
     read_registry,
     serving_records,
 )
-from streams.topics import Topics
+from streams.settings import Settings
 from trainers.candidates import Candidate
 from trainers.errors import ArtifactIntegrityError
 
@@ -100,14 +106,21 @@ class RegistrySubscription(ClosedOnExit):
 
     The starting point is fixed when the subscription is created, not on the first read: with
     ``from_beginning=False`` every record published after creation is seen. A registry topic
-    that does not exist yet is waited for, and then read from its beginning. Malformed records
-    are logged and skipped. Not thread-safe: use it from one thread.
+    that does not exist yet is waited for, and then read from its beginning. Malformed records,
+    and records nobody with ``key`` signed, are logged and skipped. Not thread-safe: use it from
+    one thread.
     """
 
     def __init__(
-        self, topic: str, kafka: Mapping[str, Any], *, from_beginning: bool = False
+        self,
+        topic: str,
+        kafka: Mapping[str, Any],
+        *,
+        key: bytes,
+        from_beginning: bool = False,
     ) -> None:
         self.topic = topic
+        self._key = key
         # A reader must not create the registry topic: it would get the broker's default
         # retention instead of the infinite one streams.admin.ensure_topics gives it.
         self._consumer = KafkaConsumer(
@@ -160,7 +173,7 @@ class RegistrySubscription(ClosedOnExit):
         for tp in sorted(batches, key=lambda tp: tp.partition):
             for message in batches[tp]:
                 where = f"{tp.topic}[{tp.partition}]@{message.offset}"
-                record = parse_record(message.value, where=where)
+                record = parse_record(message.value, where=where, key=self._key)
                 if record is not None:
                     records.append(record)
         return records
@@ -181,24 +194,26 @@ class RegistrySubscription(ClosedOnExit):
 class RegistryClient(ClosedOnExit):
     """Read, follow and act on the model registry (see the module docstring).
 
+    Every parameter left out comes from ``settings`` (default: :meth:`Settings.from_env`).
+
     Parameters
     ----------
     bootstrap_servers
-        Kafka's ``host:port`` list; default ``$KAFKA_BOOTSTRAP_SERVERS`` and the security
-        settings of :func:`streams.config.kafka_settings`.
+        Kafka's ``host:port`` list; given, it replaces the settings' Kafka connection, security
+        included (pass that in ``kafka_config``).
     topic
-        The registry topic; default from ``$DRIFTLINE_TOPIC_PREFIX``.
+        The registry topic.
     redis_url
-        Where artifacts are stored; default ``$REDIS_URL``, read on the first :meth:`load`.
+        Where artifacts are stored; needed by :meth:`load` only.
     signing_key
-        The artifact signing key; default ``$DRIFTLINE_SIGNING_KEY``, read on the first
-        :meth:`load`.
+        The deployment's key: it verifies every record read and signs the manual ones.
     redis_prefix
-        Namespace of the deployment's Redis keys; default ``$DRIFTLINE_REDIS_PREFIX``. Artifacts
-        are looked up under it only.
+        Namespace of the deployment's Redis keys. Artifacts are looked up under it only.
+    settings
+        The settings of the deployment.
     **kafka_config
         kafka-python settings shared by its consumer and producer (``security_protocol``,
-        ``sasl_*``, ``ssl_*``, ...).
+        ``sasl_*``, ``ssl_*``, ...); they override the settings'.
     """
 
     def __init__(
@@ -209,14 +224,17 @@ class RegistryClient(ClosedOnExit):
         redis_url: str | None = None,
         signing_key: bytes | str | None = None,
         redis_prefix: str | None = None,
+        settings: Settings | None = None,
         **kafka_config: Any,
     ) -> None:
+        settings = Settings.from_env() if settings is None else settings
         if bootstrap_servers is None:
-            self.kafka: dict[str, Any] = {**kafka_settings(), **kafka_config}
+            self.kafka: dict[str, Any] = {**settings.kafka, **kafka_config}
         else:
             self.kafka = {**kafka_config, "bootstrap_servers": bootstrap_servers}
-        self.topic = topic or Topics.from_env().registry
-        self.redis_prefix = artifacts.redis_prefix() if redis_prefix is None else redis_prefix
+        self.topic = topic or settings.topics.registry
+        self.redis_prefix = settings.redis_prefix if redis_prefix is None else redis_prefix
+        self._settings = settings
         self._redis_url = redis_url
         self._signing_key = signing_key.encode() if isinstance(signing_key, str) else signing_key
         self._redis: redis.Redis | None = None
@@ -245,14 +263,18 @@ class RegistryClient(ClosedOnExit):
 
     def subscribe(self, *, from_beginning: bool = False) -> RegistrySubscription:
         """Follow the registry: records published from now on, or all of them first."""
-        return RegistrySubscription(self.topic, self.kafka, from_beginning=from_beginning)
+        return RegistrySubscription(
+            self.topic, self.kafka, key=self._key(), from_beginning=from_beginning
+        )
 
     def load(self, version: ModelVersion) -> Candidate:
         """Fetch, verify and unpickle the model ``version`` names.
 
         Raises :class:`~trainers.errors.ArtifactIntegrityError`, without unpickling anything,
-        for an artifact that is missing, altered, unsigned, signed with another key, signed as
-        another model or version, or named outside this deployment's Redis namespace.
+        for a record nobody with the key signed (its subclass
+        :class:`~streams.registry.records.RecordSignatureError`), or an artifact that is
+        missing, altered, unsigned, signed with another key, signed as another model or version,
+        or named outside this deployment's Redis namespace.
         """
         ref = version.artifact
         expected_key = artifacts.artifact_key(self.redis_prefix, ref.sha256)
@@ -261,17 +283,15 @@ class RegistryClient(ClosedOnExit):
                 f"{version.model} v{version.version} names the artifact key {ref.key!r}, not "
                 f"{expected_key!r} (is DRIFTLINE_REDIS_PREFIX that of this deployment?)"
             )
-        if self._signing_key is None:
-            self._signing_key = signing_key_from_env()
-        return artifacts.load(self._redis_client(), version, key=self._signing_key)
+        return artifacts.load(self._redis_client(), version, key=self._key())
 
     def promote(self, model: str, version: int, *, reason: str) -> ModelVersion:
         """Make ``version`` serve ``model`` now; returns the published manual record."""
-        return self._publish_manual(model, version, kind=MANUAL_PROMOTION, reason=reason)
+        return self._publish_manual(model, version, kind=RecordKind.MANUAL, reason=reason)
 
     def rollback(self, model: str, *, to: int, reason: str) -> ModelVersion:
         """Make an earlier version serve ``model`` again; returns the published record."""
-        return self._publish_manual(model, to, kind=ROLLBACK, reason=reason)
+        return self._publish_manual(model, to, kind=RecordKind.ROLLBACK, reason=reason)
 
     def close(self) -> None:
         """Release the Redis connection (Kafka connections last one call each)."""
@@ -280,20 +300,27 @@ class RegistryClient(ClosedOnExit):
             self._redis = None
 
     def _records(self) -> list[ModelVersion]:
-        return list(read_registry(self.topic, self.kafka))
+        return list(read_registry(self.topic, self.kafka, key=self._key()))
+
+    def _key(self) -> bytes:
+        if self._signing_key is None:
+            self._signing_key = self._settings.signing_key()
+        return self._signing_key
 
     def _redis_client(self) -> redis.Redis:
         if self._redis is None:
-            self._redis = redis.Redis.from_url(self._redis_url or redis_url_from_env())
+            self._redis = redis.Redis.from_url(self._redis_url or self._settings.redis_url)
         return self._redis
 
-    def _publish_manual(self, model: str, version: int, *, kind: str, reason: str) -> ModelVersion:
+    def _publish_manual(
+        self, model: str, version: int, *, kind: RecordKind, reason: str
+    ) -> ModelVersion:
         history = self.history(model)
         target = _original(history, model, version)
         serving = history[-1]
         if serving.version == version:
             raise ManualRecordRefused(f"{model} v{version} is already serving")
-        if kind == ROLLBACK and version > serving.version:
+        if kind == RecordKind.ROLLBACK and version > serving.version:
             raise ManualRecordRefused(
                 f"a rollback goes back to an earlier version, and v{version} is newer than the "
                 f"serving v{serving.version}: promote it instead"
@@ -304,7 +331,7 @@ class RegistryClient(ClosedOnExit):
             previous_version=serving.version,
             reason=reason,
             operator=default_operator(),
-        )
+        ).signed(self._key())
         producer = KafkaProducer(acks="all", **self.kafka)
         try:
             delivery = producer.send(self.topic, key=model.encode(), value=record.to_json())

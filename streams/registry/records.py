@@ -4,37 +4,107 @@ Each record on ``driftline.models.registry`` (key: the model name; infinite rete
 :class:`ModelVersion`. Versions count 1, 2, 3, ... per model and are never reused; the artifact
 they name is stored in Redis (see :mod:`streams.registry.artifacts`) before the record is published.
 
-Only trainers issue version numbers (``kind`` ``"initial"`` or ``"challenger"``). An operator's
-promote or rollback is a *manual record* (``kind`` ``"manual"`` or ``"rollback"``, see
+Only trainers issue version numbers (:class:`RecordKind` ``initial`` or ``challenger``). An
+operator's promote or rollback is a *manual record* (``manual`` or ``rollback``, see
 :func:`manual_record`) that says "version V serves now": it repeats V's number, candidate,
 artifact and lineage, names the version it replaces in ``previous_version`` and who did it in
 ``operator``. The version serving a model is the version of that model's LAST record in log
 order (:func:`serving_records`), so a trainer's next promotion supersedes a manual one.
+
+Every record is signed (:meth:`ModelVersion.signed`) with the deployment's key, the one that
+signs artifacts: an HMAC-SHA256 over the scheme ``driftline-record/1`` and the canonical JSON of
+the record without its ``signature``. The artifact's own signature only says which model version
+the BYTES are; without this one, whoever can write to the registry topic could publish a record
+that reuses a correctly signed artifact (a rollback to an old version, a "new" version naming an
+old artifact, an edited reason or operator) and every reader would obey it. Readers therefore
+refuse what nobody with the key wrote: :func:`read_registry`, :class:`RegistrySubscription
+<streams.registry.client.RegistrySubscription>` and :func:`verified` skip such records with a
+logged error, and loading one raises :class:`RecordSignatureError`.
+
+The signature covers every field of the record as published, including fields a newer writer
+added that this reader does not know: those are kept aside when parsing, so that old readers
+still verify (and ignore) newer records.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
+import hmac
 import logging
 import os
 import platform
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from kafka import KafkaConsumer, TopicPartition
 
-MANUAL_PROMOTION = "manual"
-ROLLBACK = "rollback"
-MANUAL_KINDS = frozenset({MANUAL_PROMOTION, ROLLBACK})
+from trainers.errors import ArtifactIntegrityError
+from trainers.serialization import hmac_sha256_hex
+
+if TYPE_CHECKING:
+    from trainers.trainer import Promotion
+
+__all__ = [
+    "MANUAL_KINDS",
+    "OPERATOR_ENV",
+    "RECORD_SIGNATURE_SCHEME",
+    "ArtifactRef",
+    "ModelVersion",
+    "RecordKind",
+    "RecordSignatureError",
+    "default_operator",
+    "library_versions",
+    "manual_record",
+    "parse_record",
+    "read_registry",
+    "serving_records",
+    "verified",
+]
+
+
+class RecordKind(StrEnum):
+    """What a registry record says, as its ``kind`` field holds it (the JSON value)."""
+
+    INITIAL = "initial"
+    """A trainer's first champion of a model."""
+    CHALLENGER = "challenger"
+    """A trainer's challenger that beat the champion."""
+    MANUAL = "manual"
+    """An operator's promote."""
+    ROLLBACK = "rollback"
+    """An operator's rollback to an earlier version."""
+    # Reserved for planned records, so that readers of today parse them instead of skipping them
+    # as malformed; nothing publishes them yet.
+    REFRESH = "refresh"
+    CANARY = "canary"
+    ROLLOUT = "rollout"
+    ALERT = "alert"
+
+
+MANUAL_KINDS = frozenset({RecordKind.MANUAL, RecordKind.ROLLBACK})
 """Kinds of the records an operator publishes; they never issue a version number."""
 
 OPERATOR_ENV = "DRIFTLINE_OPERATOR"
 
+RECORD_SIGNATURE_SCHEME = "driftline-record/1"
+"""Names the signed message's format, so that a future format can never verify against this one
+(nor an artifact signature, whose scheme differs, against a record's)."""
+
 log = logging.getLogger("driftline.registry")
+
+
+class RecordSignatureError(ArtifactIntegrityError):
+    """A registry record that nobody with the signing key wrote: unsigned, forged or edited.
+
+    An :class:`~trainers.errors.ArtifactIntegrityError`, so that whoever refuses a model that
+    does not check out refuses a record that does not either.
+    """
 
 
 @dataclass(frozen=True)
@@ -49,11 +119,11 @@ class ArtifactRef:
 
 @dataclass(frozen=True)
 class ModelVersion:
-    """One record of the registry topic."""
+    """One record of the registry topic; ``signature`` is None until :meth:`signed`."""
 
     model: str
     version: int
-    kind: str
+    kind: RecordKind
     candidate: dict[str, Any]
     previous_version: int | None
     reason: str
@@ -63,11 +133,49 @@ class ModelVersion:
     libraries: dict[str, str] = field(default_factory=lambda: library_versions())
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     operator: str | None = None
+    signature: str | None = None
+
+    def __post_init__(self) -> None:
+        # A plain string (as Promotion.kind and JSON hold it) becomes its RecordKind; an unknown
+        # one raises ValueError.
+        object.__setattr__(self, "kind", RecordKind(self.kind))
+
+    @classmethod
+    def from_promotion(cls, promotion: Promotion, artifact: ArtifactRef) -> ModelVersion:
+        """The (unsigned) record of a trainer's ``promotion``, whose stored artifact is
+        ``artifact``."""
+        return cls(
+            model=promotion.model,
+            version=promotion.version,
+            kind=RecordKind(promotion.kind),
+            candidate={"name": promotion.candidate, "params": promotion.candidate_params},
+            previous_version=promotion.previous_version,
+            reason=promotion.reason,
+            evidence=promotion.evidence,
+            lineage=promotion.lineage,
+            artifact=artifact,
+        )
 
     @property
     def is_manual(self) -> bool:
         """Whether an operator published this record (a promote or a rollback)."""
         return self.kind in MANUAL_KINDS
+
+    def signed(self, key: bytes) -> ModelVersion:
+        """This record, signed with ``key`` (the deployment's signing key)."""
+        return dataclasses.replace(self, signature=hmac_sha256_hex(key, self._signed_message()))
+
+    def verify(self, key: bytes) -> None:
+        """Raise :class:`RecordSignatureError` unless someone with ``key`` signed this record as
+        it is."""
+        if not self.signature:
+            raise RecordSignatureError(f"{self._identity()} is unsigned: refused")
+        expected = hmac_sha256_hex(key, self._signed_message())
+        if not hmac.compare_digest(expected, str(self.signature).lower()):
+            raise RecordSignatureError(
+                f"{self._identity()} has a bad signature: not signed with this key as it reads "
+                "(forged or edited)"
+            )
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_SERIALIZE_NUMPY)
@@ -77,11 +185,27 @@ class ModelVersion:
         """Parse a record; fields a newer writer added are ignored, so old readers keep working.
 
         Raises ``orjson.JSONDecodeError`` (a ``ValueError``), ``AttributeError``, ``KeyError`` or
-        ``TypeError`` for a malformed record.
+        ``TypeError`` for a malformed record, and ``ValueError`` for an unknown ``kind``.
         """
         data = orjson.loads(raw)
         known = {name: value for name, value in data.items() if name in _FIELD_NAMES}
-        return cls(**{**known, "artifact": ArtifactRef(**data["artifact"])})
+        record = cls(**{**known, "artifact": ArtifactRef(**data["artifact"])})
+        # Kept out of the fields (and of equality), but covered by the writer's signature.
+        unknown = {name: value for name, value in data.items() if name not in _FIELD_NAMES}
+        object.__setattr__(record, "_unknown_fields", unknown)
+        return record
+
+    def _signed_message(self) -> bytes:
+        content = {**getattr(self, "_unknown_fields", {}), **asdict(self)}
+        del content["signature"]
+        # A JSON round trip first, so that the signer hashes what a reader will parse (numpy
+        # scalars become numbers, tuples lists); sorted keys make the encoding canonical.
+        content = orjson.loads(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY))
+        return orjson.dumps([RECORD_SIGNATURE_SCHEME, content], option=orjson.OPT_SORT_KEYS)
+
+    def _identity(self) -> str:
+        by = f" by {self.operator}" if self.operator else ""
+        return f"the {self.kind} record of {self.model} v{self.version}{by}"
 
 
 _FIELD_NAMES = frozenset(ModelVersion.__dataclass_fields__)
@@ -101,7 +225,7 @@ def default_operator(environ: Mapping[str, str] | None = None) -> str:
 def manual_record(
     target: ModelVersion,
     *,
-    kind: str,
+    kind: RecordKind,
     previous_version: int | None,
     reason: str,
     operator: str,
@@ -109,7 +233,8 @@ def manual_record(
     """The record that makes ``target`` (a trainer's record) serve again, by an operator's hand.
 
     It repeats ``target``'s version, candidate, artifact, lineage and libraries: manual records
-    never issue a version number, and the artifact stays the one the trainer signed.
+    never issue a version number, and the artifact stays the one the trainer signed. The record
+    is unsigned: sign it (:meth:`ModelVersion.signed`) before publishing it.
     """
     if kind not in MANUAL_KINDS:
         raise ValueError(f"a manual record's kind is one of {sorted(MANUAL_KINDS)}, not {kind!r}")
@@ -147,14 +272,29 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def read_registry(
-    topic: str, kafka: Mapping[str, Any], *, timeout_ms: int = 10_000
-) -> Iterator[ModelVersion]:
-    """Every record of the registry topic from its beginning to its current end, in order.
+def verified(records: Iterable[ModelVersion], key: bytes) -> list[ModelVersion]:
+    """The ``records`` someone with ``key`` signed, in order; the others are logged and dropped."""
+    kept = []
+    for record in records:
+        try:
+            record.verify(key)
+        except RecordSignatureError as error:
+            log.error("skipping a registry record: %s", error)
+        else:
+            kept.append(record)
+    return kept
 
-    ``kafka`` holds kafka-python settings (see :func:`streams.config.kafka_settings`). A topic
-    that does not exist yet holds no versions. A record that is not a model version is logged
-    and skipped: one bad record must not stop every reader of the registry.
+
+def read_registry(
+    topic: str, kafka: Mapping[str, Any], *, key: bytes, timeout_ms: int = 10_000
+) -> Iterator[ModelVersion]:
+    """Every record of the registry topic signed with ``key``, from its beginning to its current
+    end, in order.
+
+    ``kafka`` holds kafka-python settings (see :attr:`streams.settings.Settings.kafka`). A topic
+    that does not exist yet holds no versions. A record that is not a model version, or that
+    nobody with ``key`` signed, is logged and skipped: one bad record must not stop every reader
+    of the registry.
     """
     consumer = KafkaConsumer(enable_auto_commit=False, consumer_timeout_ms=timeout_ms, **kafka)
     try:
@@ -170,7 +310,7 @@ def read_registry(
         for record in consumer:
             tp = TopicPartition(record.topic, record.partition)
             parsed = parse_record(
-                record.value, where=f"{topic}[{record.partition}]@{record.offset}"
+                record.value, where=f"{topic}[{record.partition}]@{record.offset}", key=key
             )
             if parsed is not None:
                 yield parsed
@@ -184,10 +324,17 @@ def read_registry(
         consumer.close()
 
 
-def parse_record(raw: bytes | None, *, where: str) -> ModelVersion | None:
-    """A registry record's value as a :class:`ModelVersion`, or None (logged) if it is not one."""
+def parse_record(raw: bytes | None, *, where: str, key: bytes) -> ModelVersion | None:
+    """A registry record's value as a :class:`ModelVersion`, or None (logged) if it is not one
+    or nobody with ``key`` signed it; ``where`` says where it was read, for the log."""
     try:
-        return ModelVersion.from_json(raw or b"")
+        record = ModelVersion.from_json(raw or b"")
     except (AttributeError, KeyError, TypeError, ValueError) as error:  # JSONDecodeError too
         log.error("skipping malformed registry record %s: %s", where, error)
         return None
+    try:
+        record.verify(key)
+    except RecordSignatureError as error:
+        log.error("skipping registry record %s: %s", where, error)
+        return None
+    return record

@@ -9,13 +9,16 @@ Delivery is durable by default (``acks="all"``, idempotence on). Failures report
 Kafka in the background are collected and raised as :class:`DeliveryError` by
 :meth:`EventProducer.flush` and :meth:`EventProducer.close`; they are never dropped.
 
+The connection comes from the deployment's :class:`~streams.settings.Settings`, as for the
+workers and the registry client: ``KAFKA_BOOTSTRAP_SERVERS`` and every ``KAFKA_SECURITY_*``,
+``KAFKA_SASL_*`` and ``KAFKA_SSL_*`` setting, unless the caller names the bootstrap servers.
+
 The underlying ``KafkaProducer`` connects on the first send, so constructing an
 :class:`EventProducer` does no network I/O.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,18 +36,15 @@ from streams.contract import (
     validate_labeled,
     validate_unlabeled,
 )
-from streams.topics import Topics
+from streams.settings import Settings, SettingsError
 
 __all__ = [
-    "BOOTSTRAP_SERVERS_ENV",
     "DeliveryError",
     "DeliveryFailure",
     "EventProducer",
     "ProducerClosedError",
     "ProducerConfigError",
 ]
-
-BOOTSTRAP_SERVERS_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 
 _DURABLE_DEFAULTS: dict[str, Any] = {
     "acks": "all",
@@ -58,7 +58,8 @@ _KNOWN_KAFKA_CONFIG = frozenset(KafkaProducer.DEFAULT_CONFIG) | frozenset(
 
 
 class ProducerConfigError(ValueError):
-    """The producer cannot be configured: no bootstrap servers or unknown Kafka settings."""
+    """The producer cannot be configured: no bootstrap servers, a bad setting in the
+    environment, or unknown Kafka settings."""
 
 
 class ProducerClosedError(RuntimeError):
@@ -89,10 +90,11 @@ class DeliveryError(RuntimeError):
 class EventProducer(ClosedOnExit):
     """Send labeled and unlabeled events, keyed by model name.
 
-    ``bootstrap_servers`` defaults to ``$KAFKA_BOOTSTRAP_SERVERS``; ``topic`` and
-    ``unlabeled_topic`` default to the names from :meth:`Topics.from_env`. Extra keyword
-    arguments are ``KafkaProducer`` settings (``security_protocol``, ``sasl_*``,
-    ``ssl_*``, ``linger_ms``...) and override the durable defaults.
+    Every parameter left out comes from ``settings`` (default: :meth:`Settings.from_env`): the
+    Kafka connection with its security settings, and the topics. Given, ``bootstrap_servers``
+    replaces the settings' connection, security included (pass that as keyword arguments).
+    Extra keyword arguments are ``KafkaProducer`` settings (``security_protocol``, ``sasl_*``,
+    ``ssl_*``, ``linger_ms``...) and override the settings' and the durable defaults.
     """
 
     def __init__(
@@ -101,21 +103,25 @@ class EventProducer(ClosedOnExit):
         *,
         topic: str | None = None,
         unlabeled_topic: str | None = None,
+        settings: Settings | None = None,
         **kafka_config: Any,
     ) -> None:
-        servers = bootstrap_servers or os.environ.get(BOOTSTRAP_SERVERS_ENV)
-        if not servers:
-            raise ProducerConfigError(
-                f"no bootstrap servers: pass bootstrap_servers or set {BOOTSTRAP_SERVERS_ENV}"
-            )
         # Caught here rather than on the first send, where KafkaProducer would notice.
         unknown = sorted(set(kafka_config) - _KNOWN_KAFKA_CONFIG)
         if unknown:
             raise ProducerConfigError(f"unknown KafkaProducer settings: {', '.join(unknown)}")
-        topics = Topics.from_env()
-        self.topic = topic or topics.labeled
-        self.unlabeled_topic = unlabeled_topic or topics.unlabeled
-        self._kafka_config = {**_DURABLE_DEFAULTS, **kafka_config, "bootstrap_servers": servers}
+        try:
+            settings = Settings.from_env() if settings is None else settings
+            connection = (
+                settings.kafka
+                if bootstrap_servers is None
+                else {"bootstrap_servers": bootstrap_servers}
+            )
+        except SettingsError as error:
+            raise ProducerConfigError(str(error)) from error
+        self.topic = topic or settings.topics.labeled
+        self.unlabeled_topic = unlabeled_topic or settings.topics.unlabeled
+        self._kafka_config = {**_DURABLE_DEFAULTS, **connection, **kafka_config}
         self._kafka: KafkaProducer | None = None
         self._closed = False
         self._failures: list[DeliveryFailure] = []

@@ -182,7 +182,7 @@ def broker_answers(bootstrap: str, *, timeout_ms: int = 2000, **security: Any) -
     """Whether a broker at ``bootstrap`` answers a metadata request.
 
     ``security`` holds kafka-python's ``security_protocol``, ``sasl_*`` and ``ssl_*`` settings
-    (see :func:`streams.config.kafka_settings`) for a cluster that needs them.
+    (see :attr:`streams.settings.Settings.kafka`) for a cluster that needs them.
     """
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError

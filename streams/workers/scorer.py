@@ -54,10 +54,12 @@ import faust
 import orjson
 from faust.types import EventT
 
-from streams.config import DriftlineConfig, faust_broker_options
-from streams.contract import InvalidEvent, UnlabeledEvent, dead_letter_record, decode_unlabeled
+from streams.config import DriftlineConfig
+from streams.contract import InvalidEvent, UnlabeledEvent, decode_unlabeled
 from streams.registry.client import RegistryClient, RegistrySubscription
 from streams.registry.records import ModelVersion, serving_records
+from streams.settings import Settings
+from streams.workers.app import WorkerApp, dead_letter_of
 from trainers.candidates import Candidate
 from trainers.errors import ArtifactIntegrityError
 
@@ -296,14 +298,7 @@ class ScoringRuntime:
     async def _dead_letter(self, message: Any, error: InvalidEvent) -> asyncio.Future[Any]:
         tp = message.tp
         log.warning("dead letter %s[%d]@%d: %s", tp.topic, tp.partition, message.offset, error)
-        key, value = dead_letter_record(
-            message.value,
-            error,
-            topic=tp.topic,
-            partition=tp.partition,
-            offset=message.offset,
-            key=message.key,
-        )
+        key, value = dead_letter_of(message, error)
         return await self.send(self.config.topics.dlq, key, value)
 
 
@@ -323,11 +318,8 @@ def _ack_if_delivered(event: EventT, delivery: asyncio.Future[Any]) -> None:
 
 def create_app(
     config: DriftlineConfig,
+    settings: Settings,
     *,
-    kafka: dict[str, Any],
-    redis_url: str,
-    redis_prefix: str,
-    signing_key: bytes,
     max_wait: float = DEFAULT_MAX_WAIT,
     group: str | None = None,
 ) -> faust.App:
@@ -335,43 +327,23 @@ def create_app(
 
     ``group`` (the consumer group) defaults to the trainer's group with ``-scorer`` appended.
     """
-    app = faust.App(
+    topics = config.topics
+    worker = WorkerApp(
         group or f"{config.worker.group}-scorer",
-        **faust_broker_options(kafka),
-        store="memory://",
-        web_enabled=False,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        topic_partitions=config.worker.partitions,
-        stream_wait_empty=False,
+        config,
+        settings.kafka,
+        outputs=(topics.predictions, topics.dlq),
     )
-    unlabeled = app.topic(config.topics.unlabeled, key_serializer="raw", value_serializer="raw")
-    outputs = {
-        name: app.topic(name, key_serializer="raw", value_serializer="raw")
-        for name in (config.topics.predictions, config.topics.dlq)
-    }
-
-    async def send(topic: str, key: bytes, value: bytes) -> asyncio.Future[Any]:
-        return await outputs[topic].send(key=key, value=value)
-
-    security = {name: value for name, value in kafka.items() if name != "bootstrap_servers"}
+    app = worker.app
     client = RegistryClient(
-        kafka["bootstrap_servers"],
-        topic=config.topics.registry,
-        redis_url=redis_url,
-        signing_key=signing_key,
-        redis_prefix=redis_prefix,
-        **security,
+        topic=topics.registry, signing_key=settings.signing_key(), settings=settings
     )
     table = ServingTable()
     follower = RegistryFollower(client, table, config.models)
-    runtime = ScoringRuntime(config, table=table, send=send, max_wait=max_wait)
+    runtime = ScoringRuntime(config, table=table, send=worker.send, max_wait=max_wait)
     app.driftline_runtime = runtime
 
-    @app.agent(unlabeled, concurrency=1)
-    async def score(stream: faust.StreamT) -> None:
-        async for event in stream.noack().events():
-            await runtime.handle(event)
+    worker.consume(topics.unlabeled, runtime.handle)
 
     @app.task
     async def follow_registry() -> None:

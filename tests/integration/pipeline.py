@@ -75,7 +75,8 @@ class Deployment:
         """The models as the workers' last checkpoints hold them."""
         client = self.redis()
         found: dict[str, ModelTrainer] = {}
-        for partition in range(self.config().worker.partitions):
+        config = self.config()
+        for partition in range(config.worker.partitions):
             _, snapshots = read_checkpoint(
                 client,
                 prefix=self.env["DRIFTLINE_REDIS_PREFIX"],
@@ -83,11 +84,17 @@ class Deployment:
                 topic=self.topics.labeled,
                 partition=partition,
             )
-            found.update({m: ModelTrainer.restore(blob) for m, blob in snapshots.items()})
+            found.update(
+                {
+                    m: ModelTrainer.restore(blob, config.models[m])[0]
+                    for m, blob in snapshots.items()
+                }
+            )
         return found
 
     def registry(self) -> list[ModelVersion]:
-        return list(read_registry(self.topics.registry, self.kafka))
+        key = self.env["DRIFTLINE_SIGNING_KEY"].encode()
+        return list(read_registry(self.topics.registry, self.kafka, key=key))
 
     def wait_until_learned(self, model: str, events: int, *, timeout: float = 120) -> ModelTrainer:
         """Wait until the checkpoint of ``model`` holds ``events`` events."""
@@ -121,12 +128,15 @@ def encoded(events: Iterable[dict[str, Any]]) -> Iterable[tuple[bytes, bytes]]:
 def train_in_process(
     config: DriftlineConfig, events: Iterable[dict[str, Any]], topic: str, model: str = "sea"
 ) -> tuple[ModelTrainer, list[Promotion]]:
-    """The uninterrupted reference: the same events through one trainer, offsets 0, 1, 2, ..."""
+    """The uninterrupted reference: the same events through one trainer, offsets 0, 1, 2, ...
+
+    The source is named as the worker names partition 0 of `topic`.
+    """
     trainer = ModelTrainer(config.models[model])
     promotions = []
     for offset, event in enumerate(events):
         promotion = trainer.learn(
-            event["features"], event["label"], topic=topic, partition=0, offset=offset
+            event["features"], event["label"], source=f"{topic}[0]", position=offset
         )
         if promotion:
             promotions.append(promotion)

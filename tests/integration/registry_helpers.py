@@ -11,7 +11,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from pipeline import wait_for
 
 from streams.registry.client import RegistryClient
-from streams.registry.records import ArtifactRef, ModelVersion
+from streams.registry.records import ArtifactRef, ModelVersion, RecordKind
 from streams.sdk import replay
 from streams.sdk.producer import EventProducer
 from streams.topics import Topics
@@ -74,28 +74,36 @@ def train_sea(
 def publish_hand_made_version(
     env: dict, serving: ModelVersion, *, version: int, artifact: ArtifactRef, reason: str
 ) -> ModelVersion:
-    """Publish, as a trainer would, ``version`` of ``serving``'s model naming ``artifact``.
+    """Publish, as a trainer would (signed with the deployment's key), ``version`` of
+    ``serving``'s model naming ``artifact``.
 
     Waits for the broker's acknowledgement; returns the record.
     """
     record = ModelVersion(
         model=serving.model,
         version=version,
-        kind="challenger",
+        kind=RecordKind.CHALLENGER,
         candidate=serving.candidate,
         previous_version=serving.version,
         reason=reason,
         evidence={},
         lineage=serving.lineage,
         artifact=artifact,
-    )
+    ).signed(env["DRIFTLINE_SIGNING_KEY"].encode())
+    publish_records(env, record)
+    return record
+
+
+def publish_records(env: dict, *records: ModelVersion) -> None:
+    """Publish ``records`` as they are (signed or not) to the registry topic, in order, and wait
+    for the broker's acknowledgement."""
     topic = Topics.from_prefix(env["DRIFTLINE_TOPIC_PREFIX"]).registry
     producer = KafkaProducer(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"], acks="all")
     try:
-        producer.send(topic, key=record.model.encode(), value=record.to_json()).get(timeout=30)
+        for record in records:
+            producer.send(topic, key=record.model.encode(), value=record.to_json()).get(timeout=30)
     finally:
         producer.close()
-    return record
 
 
 class CreatesFile:

@@ -10,7 +10,10 @@ version of sea (the next number, kind ``challenger``) whose artifact is bad in o
   deployment's key, of ANOTHER model (same version number). Its digest and its HMAC over the
   bytes both check out: only a signature that covers the model name refuses it.
 
-In every case the bytes in Redis would create a file if anything unpickled them.
+The records themselves are signed with the deployment's key, as a trainer signs them: only the
+artifact is bad. (Records nobody with the key signed are refused before any artifact is looked at:
+see ``test_registry_client.py``.) In every case the bytes in Redis would create a file if
+anything unpickled them.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import redis
 from pipeline import wait_for
 from registry_helpers import CreatesFile, Scoring, publish_hand_made_version, train_sea
 
-from streams.registry import artifacts
+from streams.registry.artifacts import Artifact
 from streams.registry.client import RegistryClient
 from streams.registry.records import ModelVersion
 from trainers.errors import ArtifactIntegrityError
@@ -85,10 +88,11 @@ def publish_bad_version(case: str, deployment: Deployment, marker: Path) -> Mode
         signed_as["model"] = "fraud"
     if case == "altered_bytes":
         # Signed bytes of their own (so no other version's artifact is touched), then replaced.
-        _, ref = artifacts.pack(f"sea v{version} as it was signed", **signed_as)
+        ref = Artifact.pack(f"sea v{version} as it was signed", **signed_as).ref
         stored: bytes | None = pickle.dumps(payload)
     else:
-        stored, ref = artifacts.pack(payload, **signed_as)
+        artifact = Artifact.pack(payload, **signed_as)
+        stored, ref = artifact.blob, artifact.ref
     if case == "missing_artifact":
         stored = None  # never stored, or deleted since: the same to a reader
     if stored is not None:

@@ -205,3 +205,48 @@ def _claimed(worker) -> set[int]:
     """Partitions a worker has claimed, from its log."""
     with open(worker.log_path, errors="replace") as log:
         return {int(p) for p in re.findall(r"claimed \S+\[(\d+)\]", log.read())}
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        kib = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+    return kib / 1024
+
+
+def test_a_sixty_second_redis_outage_pauses_consumption_within_a_memory_bound(
+    driftline_env, spawn, tmp_path
+):
+    port, data = free_port(), tmp_path / "redis"
+    url = f"redis://127.0.0.1:{port}/0"
+    pid = local_redis.start(data, host="127.0.0.1", port=port)
+    local_redis.wait_until_ready(pid, url, data / "redis.log")
+    limit = 20_000
+    env = {**driftline_env, "REDIS_URL": url, "DRIFTLINE__worker__max_unacked_events": str(limit)}
+    deployment = Deployment(env)
+    events = sea_events(150_000, drift_at=5_000)
+    try:
+        worker = spawn("worker", "--config", "examples/sea.toml", env=env, name="trainer")
+        deployment.send_raw(encoded(events[:10_000]))
+        deployment.wait_until_learned("sea", 10_000)
+        baseline = _rss_mib(worker.pid)
+
+        stop(pid)
+        deployment.send_raw(encoded(events[10_000:]))
+        peak, started = baseline, time.monotonic()
+        while time.monotonic() - started < 60:
+            assert worker.poll() is None, "the worker must survive the outage"
+            peak = max(peak, _rss_mib(worker.pid))
+            time.sleep(1)
+        print(f"RSS before the outage {baseline:.0f} MiB, peak during 60 s {peak:.0f} MiB")
+        with open(worker.log_path, errors="replace") as log:
+            assert "consumption paused" in log.read()
+
+        pid = local_redis.start(data, host="127.0.0.1", port=port)
+        local_redis.wait_until_ready(pid, url, data / "redis.log")
+        trainer = deployment.wait_until_learned("sea", len(events), timeout=240)
+        reference, _ = train_in_process(deployment.config(), events, deployment.topics.labeled)
+        assert trainer.learned == reference.learned
+        # 140,000 events arrived during the outage; at most `limit` of them are held.
+        assert peak - baseline < 200, f"RSS grew by {peak - baseline:.0f} MiB"
+    finally:
+        stop(pid)

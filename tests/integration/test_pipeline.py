@@ -53,9 +53,7 @@ def test_sea_drift_promotes_after_the_switch_and_every_artifact_loads(driftline_
         assert {"window", "n", "p_value", "statistic"} <= set(version.evidence) or (
             version.kind == "initial"
         )
-        assert {"topic", "partition", "first_offset", "last_offset", "events"} <= set(
-            version.lineage
-        )
+        assert {"source", "first_offset", "last_offset", "events"} <= set(version.lineage)
         assert {"python", "river", "scikit-learn"} <= set(version.libraries)
 
     # The worker is the uninterrupted in-process run, event for event.

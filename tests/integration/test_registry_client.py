@@ -14,11 +14,14 @@ import redis
 from registry_helpers import (
     CreatesFile,
     client_for,
+    publish_records,
     start_sea_training,
     train_sea,
     wait_for_records,
 )
 
+from streams.admin import ensure_topics
+from streams.registry.artifacts import Artifact
 from streams.registry.client import (
     ManualRecordRefused,
     RegistryClient,
@@ -26,7 +29,13 @@ from streams.registry.client import (
     UnknownModelError,
     UnknownVersionError,
 )
-from streams.registry.records import ModelVersion
+from streams.registry.records import (
+    ModelVersion,
+    RecordKind,
+    RecordSignatureError,
+    manual_record,
+)
+from streams.topics import Topics
 from trainers.candidates import Candidate
 from trainers.errors import ArtifactIntegrityError
 
@@ -177,3 +186,93 @@ def test_the_registry_command_lists_shows_diffs_and_rolls_back(
     refused = driftline("promote", "sea", "9", "--reason", "no such version")
     assert refused.returncode == 2
     assert "no version 9" in refused.stderr
+
+
+def hand_made_registry(env: dict) -> list[ModelVersion]:
+    """sea v1 and v2, published and stored as a trainer would (no trainer runs): their records."""
+    key, prefix = env["DRIFTLINE_SIGNING_KEY"].encode(), env["DRIFTLINE_REDIS_PREFIX"]
+    ensure_topics(
+        Topics.from_prefix(env["DRIFTLINE_TOPIC_PREFIX"]),
+        {"bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"]},
+        partitions=1,
+    )
+    store = redis.Redis.from_url(env["REDIS_URL"])
+    records = []
+    for version in (1, 2):
+        artifact = Artifact.pack(
+            f"sea v{version}", model="sea", version=version, prefix=prefix, key=key
+        )
+        store.set(artifact.ref.key, artifact.blob)
+        records.append(
+            ModelVersion(
+                model="sea",
+                version=version,
+                kind=RecordKind.INITIAL if version == 1 else RecordKind.CHALLENGER,
+                candidate={"name": f"c{version}", "params": {}},
+                previous_version=None if version == 1 else 1,
+                reason=f"v{version} won",
+                evidence={"p_value": 0.001},
+                lineage={"topic": "t", "partition": 0, "last_offset": 1000 * version},
+                artifact=artifact.ref,
+            ).signed(key)
+        )
+    store.close()
+    publish_records(env, *records)
+    return records
+
+
+def test_records_nobody_with_the_key_wrote_are_refused(driftline_env, caplog):
+    first, second = hand_made_registry(driftline_env)
+    # A rollback to v1, as whoever can write to the registry topic but lacks the key would
+    # publish it: it names v1's genuine artifact, whose own signature checks out.
+    rollback = manual_record(
+        first, kind=RecordKind.ROLLBACK, previous_version=2, reason="forged", operator="mallory"
+    )
+    forged = {
+        "unsigned": rollback,
+        "signed with another key": rollback.signed(b"another deployment's key"),
+        "v1's signature copied": dataclasses.replace(rollback, signature=first.signature),
+        "v2 edited": dataclasses.replace(second, reason="edited", signature=second.signature),
+    }
+    publish_records(driftline_env, *forged.values())
+    client = client_for(driftline_env)
+
+    assert client.history("sea") == [first, second]
+    assert client.latest("sea") == second
+    assert client.serving()["sea"] == second
+    assert client.get("sea", 1) == first
+    assert "mallory" in caplog.text  # each refusal is logged
+    with client.subscribe(from_beginning=True) as subscription:
+        assert collect(subscription, 2) == [first, second]
+        assert subscription.poll(1.0) == []
+    for record in forged.values():
+        with pytest.raises(RecordSignatureError, match="sea v"):
+            client.load(record)
+    assert client.load(first) == "sea v1"
+    # Whoever holds another key sees no record at all.
+    assert client_for(driftline_env, signing_key=b"a third key").models() == []
+
+
+def test_a_manual_record_of_the_cli_is_signed_and_obeyed(driftline_env, driftline_cli):
+    first, second = hand_made_registry(driftline_env)
+    env = {**driftline_env, "DRIFTLINE_OPERATOR": "carol"}
+    rolled_back = driftline_cli(
+        "registry", "rollback", "sea", "--to", "1", "--reason", "v2 misbehaves", env=env
+    )
+    assert rolled_back.returncode == 0, rolled_back.stderr
+
+    client = client_for(driftline_env)
+    history = client.history("sea")
+    assert history[:2] == [first, second]
+    manual = history[2]
+    assert (manual.kind, manual.version, manual.operator) == (RecordKind.ROLLBACK, 1, "carol")
+    manual.verify(driftline_env["DRIFTLINE_SIGNING_KEY"].encode())
+    assert client.latest("sea") == manual
+    assert client.load(manual) == "sea v1"
+
+    # Without the key, the CLI can neither read nor sign.
+    keyless = {name: value for name, value in env.items() if name != "DRIFTLINE_SIGNING_KEY"}
+    refused = driftline_cli("registry", "promote", "sea", "2", "--reason", "r", env=keyless)
+    assert refused.returncode == 2
+    assert "no signing key" in refused.stderr
+    assert len(client.history("sea")) == 3

@@ -21,7 +21,7 @@ from registry_helpers import (
     train_sea,
 )
 
-from streams.registry import artifacts
+from streams.registry.artifacts import Artifact
 from streams.registry.client import RegistryClient
 
 
@@ -111,13 +111,13 @@ def publish_tampered_version(
     serving = client.latest("sea")
     model = client.load(serving)
     model.learn_one({"x0": 1.0, "x1": 2.0, "x2": 3.0}, True)  # other bytes than the served ones
-    _, ref = artifacts.pack(
+    ref = Artifact.pack(
         model,
         model="sea",
         version=version,
         prefix=env["DRIFTLINE_REDIS_PREFIX"],
         key=env["DRIFTLINE_SIGNING_KEY"].encode(),
-    )
+    ).ref
     store = redis.Redis.from_url(env["REDIS_URL"])
     store.set(ref.key, pickle.dumps(CreatesFile(str(marker))))
     store.close()

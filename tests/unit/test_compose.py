@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -103,14 +104,21 @@ def test_workers_wait_for_healthy_services(services: dict[str, Any], name: str) 
         **start_after[name],
     }
     assert worker["healthcheck"]["test"] == ["CMD", "driftline", "ping"]
-    assert env_of(worker) == {
-        "KAFKA_BOOTSTRAP_SERVERS": "kafka:9092",
-        "REDIS_URL": "redis://redis:6379/0",
-        "DRIFTLINE_SIGNING_KEY": "${DRIFTLINE_SIGNING_KEY:-change-me}",
-    }
+    env = env_of(worker)
+    assert env.pop("DRIFTLINE_SIGNING_KEY").startswith("${DRIFTLINE_SIGNING_KEY:?")
+    assert env == {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092", "REDIS_URL": "redis://redis:6379/0"}
     # The producer is a finite run; the long-running workers come back after a crash.
     expected_restart = "on-failure" if name == "producer" else "unless-stopped"
     assert worker["restart"] == expected_restart
+
+
+def test_the_workers_refuse_to_start_without_a_signing_key(services: dict[str, Any]) -> None:
+    # ``${VAR:?message}`` makes ``docker compose`` stop with the message when VAR is unset or
+    # empty; a default (``:-``) would sign with a key everyone knows.
+    required = re.compile(r"\$\{DRIFTLINE_SIGNING_KEY:\?[^$}]*DRIFTLINE_SIGNING_KEY[^$}]*\}")
+    for name in WORKER_SERVICES:
+        assert required.fullmatch(env_of(services[name])["DRIFTLINE_SIGNING_KEY"]), name
+    assert "change-me" not in (REPO / "docker-compose.yml").read_text()
 
 
 def test_worker_commands(services: dict[str, Any]) -> None:

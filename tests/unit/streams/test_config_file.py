@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streams.config import ConfigFileError, load_config, signing_key
+from streams.config import ConfigFileError, load_config
+from streams.settings import SettingsError
 
 EXAMPLE = Path(__file__).parents[3] / "examples" / "sea.toml"
 
@@ -67,10 +68,6 @@ def test_a_missing_file_is_a_named_error(tmp_path):
         load_config(tmp_path / "absent.toml", {})
 
 
-def test_signing_key_from_the_environment_or_a_file(tmp_path):
-    key_file = tmp_path / "key"
-    key_file.write_text("from-file\n")
-    assert signing_key({"DRIFTLINE_SIGNING_KEY": "from-env"}) == b"from-env"
-    assert signing_key({"DRIFTLINE_SIGNING_KEY_FILE": str(key_file)}) == b"from-file"
-    with pytest.raises(ConfigFileError, match="no artifact signing key"):
-        signing_key({})
+def test_a_configuration_file_error_is_a_settings_error():
+    # One ``except SettingsError`` in a command refuses every configuration problem.
+    assert issubclass(ConfigFileError, SettingsError)

@@ -11,13 +11,8 @@ import redis.asyncio as aioredis
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from faust.types.auth import AuthProtocol
 
-from streams.config import (
-    ConfigFileError,
-    faust_broker_options,
-    kafka_settings,
-    redacted_url,
-)
 from streams.sdk.producer import EventProducer
+from streams.settings import Settings, SettingsError, faust_broker_options, redacted_url
 
 BOOTSTRAP = {"KAFKA_BOOTSTRAP_SERVERS": "kafka-1:9093,kafka-2:9093"}
 SASL_PLAIN = {
@@ -27,6 +22,10 @@ SASL_PLAIN = {
     "KAFKA_SASL_PLAIN_USERNAME": "alice",
     "KAFKA_SASL_PLAIN_PASSWORD": "s3cret",
 }
+
+
+def kafka_of(env: dict[str, str]) -> dict:
+    return Settings.from_env(env).kafka
 
 
 def ca_file() -> str:
@@ -43,7 +42,7 @@ def test_the_environment_becomes_kafka_python_keyword_arguments():
         "KAFKA_UNRELATED": "ignored",
         "REDIS_URL": "redis://ignored",
     }
-    assert kafka_settings(env) == {
+    assert kafka_of(env) == {
         "bootstrap_servers": "kafka-1:9093,kafka-2:9093",
         "security_protocol": "SASL_SSL",
         "sasl_mechanism": "PLAIN",
@@ -55,19 +54,19 @@ def test_the_environment_becomes_kafka_python_keyword_arguments():
 
 
 def test_a_boolean_setting_that_is_not_one_is_refused():
-    with pytest.raises(ConfigFileError, match="KAFKA_SSL_CHECK_HOSTNAME must be true or false"):
-        kafka_settings({**BOOTSTRAP, "KAFKA_SSL_CHECK_HOSTNAME": "maybe"})
+    with pytest.raises(SettingsError, match="KAFKA_SSL_CHECK_HOSTNAME must be true or false"):
+        kafka_of({**BOOTSTRAP, "KAFKA_SSL_CHECK_HOSTNAME": "maybe"})
 
 
 def test_the_producer_sdk_takes_every_security_setting():
-    settings = kafka_settings({**SASL_PLAIN, "KAFKA_SSL_CAFILE": "/etc/kafka/ca.pem"})
-    # As ``driftline produce`` builds it; the constructor checks the names and connects later.
-    producer = EventProducer(settings.pop("bootstrap_servers"), **settings)
+    settings = Settings.from_env({**SASL_PLAIN, "KAFKA_SSL_CAFILE": "/etc/kafka/ca.pem"})
+    # The constructor checks the names and connects later.
+    producer = EventProducer(settings=settings)
     producer.close()
 
 
 def test_plaintext_gives_faust_every_bootstrap_server_and_no_credentials():
-    assert faust_broker_options(kafka_settings(BOOTSTRAP)) == {
+    assert faust_broker_options(kafka_of(BOOTSTRAP)) == {
         "broker": ["kafka://kafka-1:9093", "kafka://kafka-2:9093"]
     }
 
@@ -75,7 +74,7 @@ def test_plaintext_gives_faust_every_bootstrap_server_and_no_credentials():
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
 def test_sasl_without_tls_gives_faust_sasl_credentials(mechanism):
     env = {**SASL_PLAIN, "KAFKA_SASL_MECHANISM": mechanism}
-    credentials = faust_broker_options(kafka_settings(env))["broker_credentials"]
+    credentials = faust_broker_options(kafka_of(env))["broker_credentials"]
     assert isinstance(credentials, faust.SASLCredentials)
     assert credentials.protocol is AuthProtocol.SASL_PLAINTEXT
     assert (credentials.username, credentials.password) == ("alice", "s3cret")
@@ -100,7 +99,7 @@ def test_sasl_over_tls_verifies_the_broker_with_the_given_ca_file(mechanism):
         "KAFKA_SASL_MECHANISM": mechanism,
         "KAFKA_SSL_CAFILE": ca_file(),
     }
-    credentials = faust_broker_options(kafka_settings(env))["broker_credentials"]
+    credentials = faust_broker_options(kafka_of(env))["broker_credentials"]
     assert isinstance(credentials, faust.SASLCredentials)
     assert credentials.protocol is AuthProtocol.SASL_SSL
     context = credentials.ssl_context
@@ -110,7 +109,7 @@ def test_sasl_over_tls_verifies_the_broker_with_the_given_ca_file(mechanism):
 
 
 def test_tls_without_a_ca_file_trusts_the_system_cas():
-    options = faust_broker_options(kafka_settings({**BOOTSTRAP, "KAFKA_SECURITY_PROTOCOL": "SSL"}))
+    options = faust_broker_options(kafka_of({**BOOTSTRAP, "KAFKA_SECURITY_PROTOCOL": "SSL"}))
     credentials = options["broker_credentials"]
     assert isinstance(credentials, faust.SSLCredentials)
     assert credentials.protocol is AuthProtocol.SSL
@@ -128,13 +127,13 @@ def test_tls_hostname_checking_can_be_turned_off_as_for_kafka_python():
         "KAFKA_SSL_CAFILE": ca_file(),
         "KAFKA_SSL_CHECK_HOSTNAME": "false",
     }
-    context = faust_broker_options(kafka_settings(env))["broker_credentials"].context
+    context = faust_broker_options(kafka_of(env))["broker_credentials"].context
     assert not context.check_hostname
     assert context.verify_mode == ssl.CERT_REQUIRED  # the certificate is still verified
 
 
 def test_a_faust_app_takes_the_options():
-    app = faust.App("connection-settings-test", **faust_broker_options(kafka_settings(SASL_PLAIN)))
+    app = faust.App("connection-settings-test", **faust_broker_options(kafka_of(SASL_PLAIN)))
     assert [str(url) for url in app.conf.broker] == ["kafka://kafka-1:9093", "kafka://kafka-2:9093"]
     assert isinstance(app.conf.broker_credentials, faust.SASLCredentials)
 
@@ -152,8 +151,8 @@ def test_a_faust_app_takes_the_options():
     ],
 )
 def test_security_settings_faust_cannot_use_are_refused_by_name(overrides, message):
-    with pytest.raises(ConfigFileError, match=message):
-        faust_broker_options(kafka_settings({**SASL_PLAIN, **overrides}))
+    with pytest.raises(SettingsError, match=message):
+        faust_broker_options(kafka_of({**SASL_PLAIN, **overrides}))
 
 
 def test_gssapi_gives_faust_kerberos_credentials():
@@ -163,7 +162,7 @@ def test_gssapi_gives_faust_kerberos_credentials():
         "KAFKA_SASL_MECHANISM": "GSSAPI",
         "KAFKA_SASL_KERBEROS_SERVICE_NAME": "kafka-prod",
     }
-    credentials = faust_broker_options(kafka_settings(env))["broker_credentials"]
+    credentials = faust_broker_options(kafka_of(env))["broker_credentials"]
     assert isinstance(credentials, faust.GSSAPICredentials)
     assert credentials.kerberos_service_name == "kafka-prod"
 

@@ -6,6 +6,8 @@ import contextlib
 import json
 import math
 import pickle
+import re
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -25,6 +27,8 @@ from streams.contract import (
     encode_event,
     validate_labeled,
 )
+
+STREAMS = Path(__file__).resolve().parents[3] / "streams"
 
 
 def labeled(**overrides: Any) -> dict[str, Any]:
@@ -223,6 +227,37 @@ def test_invalid_event_carries_code_and_reason() -> None:
     # Workers may hand rejections across processes.
     copied = pickle.loads(pickle.dumps(error))
     assert (copied.code, copied.reason) == (error.code, error.reason)
+
+
+def test_every_reason_code_keeps_its_json_value() -> None:
+    # Dashboards and alerts match these strings: a rename is a breaking change.
+    assert {code.name: code.value for code in ReasonCode} == {
+        name.upper(): name
+        for name in [
+            *["not_json", "not_object", "missing_field", "wrong_type", "empty_field"],
+            *["non_finite", "out_of_range", "oversize", "bad_timestamp"],
+            *["unknown_model", "label_mismatch", "model_error", "no_version"],
+            *["key_mismatch", "wrong_partition", "no_prediction", "rejected"],
+        ]
+    }
+
+
+def test_a_worker_code_is_a_reason_code_and_no_other_is_accepted() -> None:
+    error = InvalidEvent("unknown_model", "model 'x' is not configured")
+    assert error.code is ReasonCode.UNKNOWN_MODEL
+    _, value = dead_letter_record(b"{}", error, topic="t", partition=0, offset=0, key=None)
+    assert decode_dead_letter(value)["reason_code"] == "unknown_model"
+    with pytest.raises(ValueError, match="unknown_modle"):
+        InvalidEvent("unknown_modle", "a typo must not reach the dead-letter topic")
+
+
+def test_every_code_the_workers_emit_is_listed() -> None:
+    # Any InvalidEvent("code", ...) or InvalidEvent(ReasonCode.NAME, ...) in the sources.
+    sources = "\n".join(path.read_text() for path in STREAMS.rglob("*.py"))
+    literal = set(re.findall(r'InvalidEvent\(\s*"(\w+)"', sources))
+    named = set(re.findall(r"InvalidEvent\(\s*ReasonCode\.(\w+)", sources))
+    assert literal <= {code.value for code in ReasonCode}
+    assert named <= set(ReasonCode.__members__)
 
 
 # --- encoding -----------------------------------------------------------------------

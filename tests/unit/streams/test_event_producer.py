@@ -11,6 +11,7 @@ from kafka.future import Future
 
 import streams.sdk.producer as producer_module
 from streams.contract import InvalidEvent, decode_labeled, decode_unlabeled
+from streams.registry.client import RegistryClient
 from streams.sdk.producer import (
     DeliveryError,
     EventProducer,
@@ -126,6 +127,48 @@ def test_bootstrap_servers_default_to_environment(
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS")
     with pytest.raises(ProducerConfigError, match="KAFKA_BOOTSTRAP_SERVERS"):
         EventProducer()
+
+
+def test_security_settings_come_from_the_environment_as_for_the_registry_client(
+    fake_kafka: type[FakeKafkaProducer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    security = {
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "KAFKA_SASL_PLAIN_USERNAME": "alice",
+        "KAFKA_SASL_PLAIN_PASSWORD": "s3cret",
+        "KAFKA_SSL_CAFILE": "/etc/kafka/ca.pem",
+        "KAFKA_SSL_CHECK_HOSTNAME": "false",
+    }
+    for name, value in {"KAFKA_BOOTSTRAP_SERVERS": "env-broker:9093", **security}.items():
+        monkeypatch.setenv(name, value)
+    expected = {
+        "bootstrap_servers": "env-broker:9093",
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "alice",
+        "sasl_plain_password": "s3cret",
+        "ssl_cafile": "/etc/kafka/ca.pem",
+        "ssl_check_hostname": False,
+    }
+    with EventProducer(linger_ms=20) as producer:
+        producer.send(event())
+    config = fake_kafka.instances[0].config
+    assert {name: config[name] for name in expected} == expected
+    assert (config["acks"], config["linger_ms"]) == ("all", 20)
+    # The registry client reads the same settings.
+    assert RegistryClient().kafka == expected
+
+
+def test_named_bootstrap_servers_replace_the_environments_connection(
+    fake_kafka: type[FakeKafkaProducer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "env-broker:9093")
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SSL")
+    EventProducer("named:9092").send(event())
+    config = fake_kafka.instances[0].config
+    assert config["bootstrap_servers"] == "named:9092"
+    assert "security_protocol" not in config
 
 
 def test_unknown_kafka_settings_are_rejected_up_front() -> None:

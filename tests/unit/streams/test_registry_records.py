@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
+import numpy as np
 import orjson
 import pytest
 
 from streams.registry import records as registry
+from streams.registry.artifacts import Artifact, load
 from streams.registry.cli import record_differences
 from streams.registry.records import (
+    MANUAL_KINDS,
     ArtifactRef,
     ModelVersion,
+    RecordKind,
+    RecordSignatureError,
     default_operator,
     manual_record,
     parse_record,
     serving_records,
+    verified,
 )
+from trainers.errors import ArtifactIntegrityError
+from trainers.serialization import hmac_sha256_hex
+from trainers.trainer import Promotion
+
+KEY = b"deployment key"
 
 
 def trained(version: int, *, model: str = "sea", candidate: str = "steady") -> ModelVersion:
@@ -63,7 +75,7 @@ def test_fields_a_newer_writer_adds_are_ignored():
     "raw", [None, b"", b"not json", b"[1, 2]", b'{"model": "sea"}', b'{"artifact": {}}']
 )
 def test_a_malformed_record_is_skipped_not_raised(raw):
-    assert parse_record(raw, where="registry[0]@7") is None
+    assert parse_record(raw, where="registry[0]@7", key=KEY) is None
 
 
 def test_a_manual_record_repeats_the_target_and_says_who_and_why():
@@ -121,3 +133,153 @@ def test_a_diff_lists_the_leaves_that_differ():
     assert "evidence.window" not in differences
     assert "version" not in differences and "created_at" not in differences
     assert record_differences(first, first) == []
+    signed = {name for name, *_ in record_differences(first.signed(KEY), second.signed(b"k"))}
+    assert "signature" not in signed
+
+
+def test_kinds_keep_their_json_values():
+    assert [kind.value for kind in RecordKind] == [
+        *["initial", "challenger", "manual", "rollback"],
+        *["refresh", "canary", "rollout", "alert"],
+    ]
+    assert {RecordKind.MANUAL, RecordKind.ROLLBACK} == MANUAL_KINDS
+    record = trained(1)
+    assert record.kind is RecordKind.INITIAL  # the string given became the enum
+    assert orjson.loads(record.to_json())["kind"] == "initial"
+    assert ModelVersion.from_json(record.to_json()).kind is RecordKind.INITIAL
+    with pytest.raises(ValueError, match="'promoted'"):
+        dataclasses.replace(record, kind="promoted")
+
+
+def test_a_record_of_an_unknown_kind_is_skipped_as_malformed(caplog):
+    data = {**orjson.loads(trained(1).signed(KEY).to_json()), "kind": "experiment"}
+    with caplog.at_level(logging.ERROR, "driftline.registry"):
+        assert parse_record(orjson.dumps(data), where="registry[0]@3", key=KEY) is None
+    assert "registry[0]@3" in caplog.text
+
+
+def test_the_record_of_a_promotion_copies_every_field():
+    ref = trained(2).artifact
+    promotion = Promotion(
+        model="sea",
+        version=2,
+        previous_version=1,
+        candidate="agile",
+        candidate_params={"name": "agile", "river": "LogisticRegression"},
+        kind="challenger",
+        reason="agile won",
+        evidence={"p_value": 0.001},
+        lineage={"topic": "t", "partition": 3, "last_offset": 999, "anything": ["as", "is"]},
+        estimator=object(),  # not part of the record: the artifact stands for it
+    )
+    record = ModelVersion.from_promotion(promotion, ref)
+    assert (record.model, record.version, record.previous_version) == ("sea", 2, 1)
+    assert record.kind is RecordKind.CHALLENGER
+    assert record.candidate == {"name": "agile", "params": promotion.candidate_params}
+    assert (record.reason, record.evidence) == ("agile won", {"p_value": 0.001})
+    assert record.lineage == promotion.lineage
+    assert record.artifact == ref
+    assert (record.operator, record.signature) == (None, None)
+    assert record.libraries["python"]
+
+
+def test_a_signed_record_verifies_after_the_round_trip_through_json():
+    record = dataclasses.replace(
+        trained(2), evidence={"p_value": np.float64(0.25), "counts": (np.int64(3), 4)}
+    )
+    signed = record.signed(KEY)
+    assert signed.signature and record.signature is None
+    signed.verify(KEY)
+    read_back = parse_record(signed.to_json(), where="registry[0]@1", key=KEY)
+    assert read_back == ModelVersion.from_json(signed.to_json())
+    read_back.verify(KEY)
+
+
+def test_a_manual_record_signed_by_the_operators_key_verifies():
+    record = manual_record(
+        trained(1), kind=RecordKind.ROLLBACK, previous_version=3, reason="bad", operator="alice"
+    )
+    assert record.signature is None  # the target's signature is not carried over
+    ModelVersion.from_json(record.signed(KEY).to_json()).verify(KEY)
+
+
+def forgeries() -> dict[str, ModelVersion]:
+    """Records someone without the key wrote; each reuses genuine, correctly signed parts."""
+    genuine = trained(1).signed(KEY)
+    rollback = manual_record(
+        genuine, kind=RecordKind.ROLLBACK, previous_version=3, reason="forged", operator="mallory"
+    )
+    return {
+        "unsigned": rollback,
+        "signed with another key": rollback.signed(b"another deployment's key"),
+        # The genuine v1 record's signature (and artifact) on a rollback to it.
+        "signature copied": dataclasses.replace(rollback, signature=genuine.signature),
+        "edited": dataclasses.replace(genuine, reason="edited after signing"),
+    }
+
+
+@pytest.mark.parametrize("case", forgeries())
+def test_a_record_nobody_with_the_key_wrote_is_refused(case, caplog):
+    forged = forgeries()[case]
+    with pytest.raises(RecordSignatureError, match="sea v1") as refused:
+        forged.verify(KEY)
+    assert isinstance(refused.value, ArtifactIntegrityError)  # refused like a bad artifact
+    with caplog.at_level(logging.ERROR, "driftline.registry"):
+        assert parse_record(forged.to_json(), where="registry[0]@9", key=KEY) is None
+    assert "registry[0]@9" in caplog.text
+
+
+def test_verified_keeps_the_signed_records_in_order_and_logs_the_others(caplog):
+    good = [trained(version).signed(KEY) for version in (1, 2, 3)]
+    forged = list(forgeries().values())
+    mixed = [good[0], forged[0], good[1], forged[1], forged[2], good[2], forged[3]]
+    with caplog.at_level(logging.ERROR, "driftline.registry"):
+        assert verified(mixed, KEY) == good
+    assert len(caplog.records) == len(forged)
+    assert "mallory" in caplog.text
+
+
+def test_a_newer_writers_fields_are_covered_by_its_signature_and_still_verify():
+    # As a newer writer signs: over every field it writes, one this reader does not know too.
+    newer = {**orjson.loads(trained(2).to_json()), "approved_by": ["bob"]}
+    message = ModelVersion.from_json(orjson.dumps(newer))._signed_message()
+    newer["signature"] = hmac_sha256_hex(KEY, message)
+    parsed = ModelVersion.from_json(orjson.dumps(newer))
+    parsed.verify(KEY)  # an old reader verifies what it cannot fully read
+    newer["approved_by"] = ["mallory"]
+    with pytest.raises(RecordSignatureError):
+        ModelVersion.from_json(orjson.dumps(newer)).verify(KEY)
+
+
+class FakeRedis:
+    def __init__(self, blobs: dict[str, bytes]) -> None:
+        self.blobs = blobs
+        self.reads: list[str] = []
+
+    def get(self, key: str) -> bytes | None:
+        self.reads.append(key)
+        return self.blobs.get(key)
+
+
+def test_an_artifact_packs_and_loads_only_as_the_version_it_was_signed_as():
+    artifact = Artifact.pack({"weights": [1, 2]}, model="sea", version=2, prefix="dl:", key=KEY)
+    assert artifact.ref.key == f"dl:artifact:{artifact.ref.sha256}"
+    assert artifact.ref.size == len(artifact.blob)
+    assert "blob" not in repr(artifact)
+    assert artifact.load(model="sea", version=2, key=KEY) == {"weights": [1, 2]}
+    with pytest.raises(ArtifactIntegrityError, match="bad signature"):
+        artifact.load(model="sea", version=3, key=KEY)
+    record = dataclasses.replace(trained(2), artifact=artifact.ref).signed(KEY)
+    assert load(FakeRedis({artifact.ref.key: artifact.blob}), record, key=KEY) == {
+        "weights": [1, 2]
+    }
+
+
+@pytest.mark.parametrize("case", forgeries())
+def test_loading_a_forged_record_refuses_before_touching_redis(case):
+    artifact = Artifact.pack("v1", model="sea", version=1, prefix="dl:", key=KEY)
+    forged = dataclasses.replace(forgeries()[case], artifact=artifact.ref)
+    store = FakeRedis({artifact.ref.key: artifact.blob})
+    with pytest.raises(RecordSignatureError):
+        load(store, forged, key=KEY)
+    assert store.reads == []

@@ -22,8 +22,8 @@ def test_sea_story():
     spec = ModelSpec.from_dict("sea", tomllib.loads(CONFIG.read_text())["models"]["sea"])
     trainer = ModelTrainer(spec)
     promotions = []
-    for offset, (x, y) in enumerate(drift_stream("sea", EVENTS, DRIFT_AT, seed=SEED)):
-        promotion = trainer.learn(x, y, topic="sea", partition=0, offset=offset)
+    for position, (x, y) in enumerate(drift_stream("sea", EVENTS, DRIFT_AT, seed=SEED)):
+        promotion = trainer.learn(x, y, source="sea", position=position)
         if promotion is not None:
             promotions.append(promotion)
 

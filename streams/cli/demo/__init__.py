@@ -1,0 +1,63 @@
+"""``driftline demo``: the whole pipeline on a drifting stream, watched live, then reported.
+
+One run, from nothing to a report:
+
+1. connect to Kafka and Redis from ``KAFKA_BOOTSTRAP_SERVERS`` / ``REDIS_URL`` when both answer,
+   else start the embedded local stack (and stop it at the end, unless ``--keep-stack``);
+2. isolate the run: a fresh topic prefix, Redis prefix and consumer group; the signing key from
+   the environment, or a random one for this run;
+3. start a trainer worker (``driftline worker``) and a scoring worker (``driftline score``) as
+   subprocesses, their logs in the report folder;
+4. stream a SEA drift dataset at ``--rate`` events/s, each event both labeled (for the trainer)
+   and unlabeled (for the scorer);
+5. show, live, what the workers publish: the metrics topic (events learned, each candidate's
+   rolling accuracy, the champion), the registry topic (promotions and their reasons) and the
+   predictions topic (events scored, per serving version);
+6. once every event is learned and scored (or a bounded wait runs out), stop the workers and
+   write ``summary.md`` and ``rolling_accuracy.png`` to the report folder.
+
+The package, one concept per module:
+
+- :mod:`~streams.cli.demo.options`: :class:`DemoOptions` and :data:`DEFAULT_CONFIG`;
+- :mod:`~streams.cli.demo.errors`: :class:`DemoError` and :class:`WorkerExited`;
+- :mod:`~streams.cli.demo.watcher`: :class:`TopicWatcher`, which reads the workers' topics into
+  an :class:`Observation`;
+- :mod:`~streams.cli.demo.report`: the summary, its tables and markdown, and the plot (pure:
+  they work from plain metric records and registry records);
+- :mod:`~streams.cli.demo.live`: the live view;
+- :mod:`~streams.cli.demo.runner`: :func:`run`, which starts, streams, waits, reports and
+  always stops what it started.
+"""
+
+from streams.cli.demo.errors import DemoError, WorkerExited
+from streams.cli.demo.live import RateMeter
+from streams.cli.demo.options import DEFAULT_CONFIG, DemoOptions
+from streams.cli.demo.report import (
+    CandidateResult,
+    DemoSummary,
+    build_summary,
+    plot_rolling_accuracy,
+    promotion_event,
+    summary_markdown,
+    summary_tables,
+)
+from streams.cli.demo.runner import run
+from streams.cli.demo.watcher import Observation, TopicWatcher
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "CandidateResult",
+    "DemoError",
+    "DemoOptions",
+    "DemoSummary",
+    "Observation",
+    "RateMeter",
+    "TopicWatcher",
+    "WorkerExited",
+    "build_summary",
+    "plot_rolling_accuracy",
+    "promotion_event",
+    "run",
+    "summary_markdown",
+    "summary_tables",
+]

@@ -1,0 +1,87 @@
+"""The demo's live view: what the terminal shows while events stream and the workers catch up."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from rich.console import Group
+from rich.table import Table
+
+from streams.cli.demo.report import accuracy_text, promotion_event
+from streams.cli.demo.watcher import Observation
+
+__all__ = ["REFRESH_PER_SECOND", "LiveState", "RateMeter", "live_view"]
+
+#: Frames per second of the live view.
+REFRESH_PER_SECOND = 4
+
+
+class RateMeter:
+    """Events per second over the last few seconds of a growing count."""
+
+    def __init__(self, span: float = 3.0) -> None:
+        self.span = span
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def update(self, count: int, now: float | None = None) -> float:
+        """Record ``count`` at ``now`` (default: the monotonic clock); the rate over the span."""
+        now = time.monotonic() if now is None else now
+        self._samples.append((now, count))
+        while len(self._samples) > 2 and now - self._samples[0][0] > self.span:
+            self._samples.popleft()
+        (t0, c0), (t1, c1) = self._samples[0], self._samples[-1]
+        return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+@dataclass
+class LiveState:
+    """What the main thread does, for the live view (read by rich's refresh thread)."""
+
+    events: int
+    sent: int = 0
+    phase: str = "starting the workers"
+    streamed_seconds: float | None = None
+    """How long streaming took, once it is over."""
+    sent_rate: RateMeter = field(default_factory=RateMeter)
+    learned_rate: RateMeter = field(default_factory=RateMeter)
+
+
+def live_view(state: LiveState, observation: Observation) -> Group:
+    """The table the terminal shows while the demo runs."""
+    latest = observation.latest or {}
+    status = Table(title=f"driftline demo: {state.phase}", title_justify="left", show_header=False)
+    status.add_column(style="bold")
+    status.add_column()
+    if state.streamed_seconds is None:
+        pace = f"{state.sent_rate.update(state.sent):,.0f}/s"
+    else:
+        pace = f"in {state.streamed_seconds:.1f} s"
+    status.add_row("events sent", f"{state.sent:,} / {state.events:,}  ({pace})")
+    status.add_row(
+        "events learned",
+        f"{observation.learned:,}  ({state.learned_rate.update(observation.learned):,.0f}/s)",
+    )
+    for name, scores in latest.get("candidates", {}).items():
+        status.add_row(
+            f"  {name}", f"rolling accuracy {accuracy_text(scores['rolling'].get('accuracy'))}"
+        )
+    if latest:
+        status.add_row("champion", f"{latest.get('champion')} (v{latest.get('version')})")
+    by_version = ", ".join(
+        f"v{v}: {n:,}" for v, n in sorted(observation.predictions_by_version.items())
+    )
+    status.add_row("predictions scored", f"{observation.scored:,}  {by_version}")
+    promotions = Table(title="promotions", title_justify="left")
+    for column in ("version", "candidate", "kind", "at event", "reason"):
+        promotions.add_column(column, overflow="fold")
+    for record in observation.versions:
+        promotions.add_row(
+            f"v{record.version}",
+            str(record.candidate.get("name")),
+            record.kind,
+            f"{promotion_event(record):,}",
+            record.reason,
+        )
+    return Group(status, promotions)

@@ -1,0 +1,118 @@
+"""The faust app both workers are built on: one input topic, raw outputs, manual acknowledgements.
+
+A driftline worker is a faust app with one agent that reads raw records from one topic and
+hands each to a runtime object (:class:`streams.workers.trainer.TrainingRuntime`,
+:class:`streams.workers.scorer.ScoringRuntime`) that decides when the record is acknowledged.
+What they share lives here: the app's options, the producer side (``send``), the agent, flow
+control of the consumer, and the dead-letter record of a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import faust
+from faust.types import TP, EventT
+
+from streams.admin import DEAD_LETTER_MAX_BYTES
+from streams.config import DriftlineConfig
+from streams.contract import InvalidEvent, dead_letter_record
+from streams.settings import faust_broker_options
+
+__all__ = ["WorkerApp", "dead_letter_of"]
+
+FETCH_BYTES_PER_PARTITION = 16 * 1024 * 1024
+MAX_POLL_RECORDS = 10_000
+
+
+def dead_letter_of(message: Any, error: InvalidEvent) -> tuple[bytes, bytes]:
+    """The dead-letter record (key, value) of a faust message refused for ``error``."""
+    tp = message.tp
+    return dead_letter_record(
+        message.value or b"",
+        error,
+        topic=tp.topic,
+        partition=tp.partition,
+        offset=message.offset,
+        key=message.key,
+    )
+
+
+class WorkerApp:
+    """A faust app with driftline's options, its raw output topics and its consumer controls.
+
+    Parameters
+    ----------
+    group
+        The consumer group (and faust app id).
+    config
+        The parsed configuration (worker settings, topics).
+    kafka
+        kafka-python settings of the cluster (:attr:`streams.settings.Settings.kafka`).
+    outputs
+        The topics this worker writes.
+    """
+
+    def __init__(
+        self,
+        group: str,
+        config: DriftlineConfig,
+        kafka: dict[str, Any],
+        outputs: Iterable[str],
+    ) -> None:
+        self.app = faust.App(
+            group,
+            **faust_broker_options(kafka),
+            store="memory://",
+            web_enabled=False,
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+            producer_max_request_size=DEAD_LETTER_MAX_BYTES,
+            topic_partitions=config.worker.partitions,
+            stream_wait_empty=False,
+            # faust's defaults fetch little per request: a no-op agent reads ~4k events/s here,
+            # and ~18k/s with larger fetches (bench/pipeline_throughput.py).
+            consumer_max_fetch_size=FETCH_BYTES_PER_PARTITION,
+            broker_max_poll_records=MAX_POLL_RECORDS,
+            # A worker that dies is noticed after this long, and its partitions move on.
+            broker_session_timeout=config.worker.session_timeout,
+            broker_heartbeat_interval=config.worker.session_timeout / 5,
+        )
+        self._outputs = {name: self._raw_topic(name) for name in outputs}
+
+    def _raw_topic(self, name: str) -> faust.TopicT:
+        return self.app.topic(name, key_serializer="raw", value_serializer="raw")
+
+    async def send(self, topic: str, key: bytes, value: bytes) -> Awaitable[Any]:
+        """Produce a record; the result resolves once the broker has it (``acks=all``)."""
+        return await self._outputs[topic].send(key=key, value=value)
+
+    def consume(self, topic: str, handle: Callable[[EventT], Awaitable[None]]) -> None:
+        """Hand every record of ``topic``, in order, to ``handle``, which acknowledges it."""
+
+        async def agent(stream: faust.StreamT) -> None:
+            # One at a time: faust commits past an event still in hand with concurrency > 1.
+            async for event in stream.noack().events():  # type: ignore[attr-defined]
+                await handle(event)
+
+        self.app.agent(self._raw_topic(topic), name=f"{topic}-agent", concurrency=1)(agent)
+
+    def pause(self, tps: Iterable[TP]) -> None:
+        """Stop fetching from ``tps`` (what is already buffered is still delivered)."""
+        self.app.consumer.pause_partitions(tps)
+
+    def resume(self, tps: Iterable[TP]) -> None:
+        """Fetch from ``tps`` again."""
+        self.app.consumer.resume_partitions(tps)
+
+    def give_up(self, tp: TP) -> None:
+        """Ask the group to rebalance, so that ``tp`` goes to whoever the group assigns it now.
+
+        Kafka's group protocol cannot drop one partition of a member; a rejoin makes the group
+        assign every partition afresh, and the worker that gets ``tp`` claims it again.
+        """
+        thread = self.app.consumer._thread  # type: ignore[attr-defined]
+        coordinator = thread._consumer._coordinator
+        # aiokafka runs in faust's consumer thread, on its own event loop.
+        thread.thread_loop.call_soon_threadsafe(coordinator.request_rejoin)

@@ -1,0 +1,371 @@
+"""The partition ledger: which partitions a trainer worker owns, how far each is learned and saved.
+
+Exactly-once learning on top of at-least-once delivery. faust delivers each partition's events
+in order (one agent, ``concurrency=1``, no automatic acknowledgements), commits only offsets
+that were acknowledged, and after every rebalance seeks back to the committed offsets. The
+ledger keeps model state and committed offsets in step, per partition, in these steps:
+
+1. **claim**: on the first event of a partition, one atomic script bumps its epoch (fencing out
+   any previous owner) and reads its signed checkpoint; the models are restored from it. A
+   checkpoint that does not verify (:class:`~streams.workers.checkpoint.CheckpointRefused`) is
+   never replaced by a fresh start: the partition is paused until an operator acts.
+2. **skip**: an event at or before the cursor is already in the restored state: acknowledge it.
+3. **advance**: set the cursor to the event's offset *before* it is learned, so that a
+   checkpoint taken while learning it (a promotion checkpoints at once) covers it.
+4. **learn**: the caller lets the models learn the event and queues its outputs in the
+   :class:`~streams.workers.outbox.Outbox`.
+5. **checkpoint**, when due (every ``checkpoint_every`` events or ``checkpoint_interval``
+   seconds) and on every promotion:
+
+   a. **flush**: every dead letter and registry record is acknowledged by the broker, and every
+      waiting promotion is published; if one still waits for Redis, stop here;
+   b. **persist**: save each changed partition's cursor and snapshots in one fenced, signed
+      write;
+   c. **commit**: acknowledge the partition's events to faust, which commits them later.
+
+6. **release**: on a revoke, checkpoint, then forget the partitions.
+
+Invariants, checked where they could break and raised as :class:`InvariantViolated`:
+
+- **I1** the committed Kafka offset never passes the saved cursor: an event is acknowledged only
+  by a commit whose persisted cursor is at or after it (or by a skip, for events at or before
+  the restored cursor);
+- **I2** every event at or before the cursor is in the saved state: the cursor only moves
+  forward, one admitted event at a time, and a persist saves every model changed since the last;
+- **I4** no checkpoint covers an event whose promotion still waits: persist refuses while the
+  outbox holds a waiting promotion.
+
+The outbox keeps the other two (I3, I5). Around the steps:
+
+- **fencing**: a save refused because another worker claimed the partition since
+  (:class:`~streams.workers.checkpoint.CheckpointFenced`) means this worker's state for it is
+  stale: it forgets the partition and gives it up, so the group reassigns it at once instead of
+  letting it stall until the next rebalance;
+- **backoff**: a Redis error is retried after 0.5 s, doubling to 30 s;
+- **backpressure**: past ``max_unacked`` events not yet acknowledged (Redis away), consumption
+  pauses until a checkpoint succeeds, so a long outage does not grow memory without bound.
+
+References
+----------
+[^1]: quix-streams, ``quixstreams/checkpointing/checkpoint.py``: flush, produce, commit, persist.
+[^2]: faust-streaming, ``faust/transport/consumer.py``: how acknowledged offsets are committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from streams.workers.checkpoint import (
+    CheckpointFenced,
+    CheckpointRefused,
+    Claim,
+    PartitionCheckpoints,
+)
+from streams.workers.invariants import InvariantViolated
+from streams.workers.outbox import Outbox
+
+__all__ = [
+    "ConsumerControl",
+    "InvariantViolated",
+    "LedgerEvent",
+    "PartitionLedger",
+    "PartitionState",
+    "Snapshotting",
+]
+
+log = logging.getLogger("driftline.trainer")
+
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 30.0
+
+
+class Message(Protocol):
+    @property
+    def tp(self) -> Any: ...
+
+    @property
+    def offset(self) -> int: ...
+
+
+class LedgerEvent(Protocol):
+    """What the ledger needs of a faust event: where it comes from, and a way to acknowledge it."""
+
+    @property
+    def message(self) -> Message: ...
+
+    def ack(self) -> bool: ...
+
+
+class Snapshotting(Protocol):
+    """A model whose whole state is bytes (:class:`trainers.trainer.ModelTrainer`)."""
+
+    def snapshot(self) -> bytes: ...
+
+
+class ConsumerControl(Protocol):
+    """The consumer's flow control, as the ledger drives it."""
+
+    def pause(self, tps: Iterable[Any]) -> None: ...
+
+    def resume(self, tps: Iterable[Any]) -> None: ...
+
+    def give_up(self, tp: Any) -> None:
+        """Let the group reassign ``tp`` (this worker lost it to a fence)."""
+
+
+Restore = Callable[[Any, Claim], Awaitable[dict[str, Snapshotting]]]
+"""Rebuilds a claimed partition's models; raises CheckpointRefused when it must not."""
+
+
+@dataclass
+class PartitionState:
+    """What a worker holds for one partition it owns."""
+
+    epoch: int
+    cursor: int
+    models: dict[str, Any]
+    digests: dict[str, str]
+    saved_cursor: int
+    pending: list[LedgerEvent] = field(default_factory=list)
+    dirty: set[str] = field(default_factory=set)
+
+
+class PartitionLedger:
+    """Per-partition claim, skip, advance, checkpoint and release (see the module docstring).
+
+    Parameters
+    ----------
+    checkpoints
+        Where partitions are claimed and their checkpoints saved.
+    outbox
+        What must be delivered before a checkpoint.
+    restore
+        Rebuilds the models of a claimed partition from its snapshots.
+    consumer
+        Pauses, resumes and gives up partitions.
+    checkpoint_every, checkpoint_interval
+        A checkpoint is due after this many events or seconds, whichever comes first.
+    max_unacked
+        Events held unacknowledged before consumption pauses.
+    redis_errors
+        The exceptions that mean "Redis is away, try again later".
+    clock, sleep
+        Injected for tests.
+    """
+
+    def __init__(
+        self,
+        checkpoints: PartitionCheckpoints,
+        *,
+        outbox: Outbox,
+        restore: Restore,
+        consumer: ConsumerControl,
+        checkpoint_every: int,
+        checkpoint_interval: float,
+        max_unacked: int,
+        redis_errors: tuple[type[Exception], ...],
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.checkpoints = checkpoints
+        self.outbox = outbox
+        self.restore = restore
+        self.consumer = consumer
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_interval = checkpoint_interval
+        self.max_unacked = max_unacked
+        self.redis_errors = redis_errors
+        self.clock = clock
+        self.sleep = sleep
+        self.partitions: dict[Any, PartitionState] = {}
+        self.lost: set[Any] = set()
+        """Partitions given up to a fence: their events are left alone until reassigned."""
+        self.refused: dict[Any, str] = {}
+        """Partitions whose checkpoint did not verify, with why: they wait for an operator."""
+        self.since_checkpoint = 0
+        self._last_checkpoint = clock()
+        self._retry_delay = RETRY_FIRST_SECONDS
+        self._retry_at = 0.0
+
+    @property
+    def unacked(self) -> int:
+        """Events admitted and not yet acknowledged, over every partition."""
+        return sum(len(state.pending) for state in self.partitions.values())
+
+    async def admit(self, event: LedgerEvent) -> PartitionState | None:
+        """Steps 1 to 3 for one event: the partition's state to learn it in, or None to skip it."""
+        message = event.message
+        tp = message.tp
+        if tp in self.lost or tp in self.refused:
+            return None
+        state = self.partitions.get(tp) or await self._claim(tp)
+        if state is None:
+            return None
+        if message.offset <= state.cursor:
+            event.ack()  # I1: at or before the restored cursor, already saved
+            return None
+        state.cursor = message.offset
+        state.pending.append(event)
+        self.since_checkpoint += 1
+        return state
+
+    async def _claim(self, tp: Any) -> PartitionState | None:
+        while True:
+            try:
+                claim = await self.checkpoints.claim(tp.topic, tp.partition)
+                models = await self.restore(tp, claim)
+                break
+            except CheckpointRefused as error:
+                self.refused[tp] = str(error)
+                self.consumer.pause([tp])
+                log.error(
+                    "%s[%d] paused, its checkpoint is refused: %s. It waits for an operator: "
+                    "restore the checkpoint, or delete its Redis keys to start the partition "
+                    "from scratch, then restart the worker",
+                    tp.topic,
+                    tp.partition,
+                    error,
+                )
+                return None
+            except self.redis_errors as error:
+                # Without its checkpoint a partition cannot be trained: wait for Redis.
+                log.error(
+                    "cannot claim %s[%d], Redis unavailable: %s", tp.topic, tp.partition, error
+                )
+                await self.sleep(self.backoff())
+        log.info(
+            "claimed %s[%d] (epoch %d): resuming after offset %d with models %s",
+            tp.topic,
+            tp.partition,
+            claim.epoch,
+            claim.cursor,
+            sorted(models),
+        )
+        state = PartitionState(
+            epoch=claim.epoch,
+            cursor=claim.cursor,
+            models=models,
+            digests=claim.digests,
+            saved_cursor=claim.cursor,
+        )
+        self.partitions[tp] = state
+        return state
+
+    def checkpoint_due(self) -> bool:
+        now = self.clock()
+        return now >= self._retry_at and (
+            self.since_checkpoint >= self.checkpoint_every
+            or now - self._last_checkpoint >= self.checkpoint_interval
+        )
+
+    async def checkpoint_if_due(self) -> None:
+        if self.checkpoint_due():
+            await self.checkpoint()
+
+    async def checkpoint(self) -> bool:
+        """Step 5: flush, persist, commit. True when every owned partition is saved."""
+        if not await self.outbox.flush():
+            self._retry_later()
+            return False
+        for tp, state in list(self.partitions.items()):
+            if not state.pending and not state.dirty:
+                continue
+            try:
+                await self._persist(tp, state)
+            except CheckpointFenced:
+                self._give_up(tp)
+                continue
+            except self.redis_errors as error:
+                log.error(
+                    "checkpoint of %s[%d] deferred, Redis unavailable: %s",
+                    tp.topic,
+                    tp.partition,
+                    error,
+                )
+                self._retry_later()
+                return False
+            self._commit(state)
+        self.since_checkpoint = 0
+        self._last_checkpoint = self.clock()
+        self._retry_delay = RETRY_FIRST_SECONDS
+        self._retry_at = 0.0
+        return True
+
+    async def _persist(self, tp: Any, state: PartitionState) -> None:
+        if state.models.keys() & self.outbox.waiting_models():
+            raise InvariantViolated("I4", f"{tp} has a promotion waiting for Redis")
+        if state.pending and state.pending[-1].message.offset > state.cursor:
+            raise InvariantViolated("I2", f"{tp}: an admitted event is past the cursor")
+        state.digests = await self.checkpoints.save(
+            tp.topic,
+            tp.partition,
+            epoch=state.epoch,
+            cursor=state.cursor,
+            snapshots={model: state.models[model].snapshot() for model in state.dirty},
+            digests=state.digests,
+        )
+        state.saved_cursor = state.cursor
+        state.dirty.clear()
+
+    def _commit(self, state: PartitionState) -> None:
+        for event in state.pending:
+            if event.message.offset > state.saved_cursor:
+                raise InvariantViolated("I1", f"ack of offset {event.message.offset} not saved")
+            event.ack()
+        state.pending.clear()
+
+    def _give_up(self, tp: Any) -> None:
+        state = self.partitions.pop(tp)
+        self.outbox.drop(state.models)
+        self.lost.add(tp)
+        log.warning(
+            "%s[%d] was claimed by another worker; giving it up so the group reassigns it",
+            tp.topic,
+            tp.partition,
+        )
+        self.consumer.give_up(tp)
+
+    async def release(self, revoked: Iterable[Any]) -> None:
+        """Step 6: checkpoint, then forget ``revoked`` (their waiting promotions too: the new
+        owner replays their events and issues them again)."""
+        await self.checkpoint()
+        for tp in revoked:
+            state = self.partitions.pop(tp, None)
+            if state is not None:
+                self.outbox.drop(state.models)
+            self.refused.pop(tp, None)
+
+    def assigned(self, tps: Iterable[Any]) -> None:
+        """Partitions (re)assigned by the group may be claimed again."""
+        self.lost.difference_update(tps)
+
+    async def make_room(self) -> None:
+        """Backpressure: while too many events wait for a checkpoint, pause and retry it."""
+        if self.unacked < self.max_unacked:
+            return
+        paused = [tp for tp, state in self.partitions.items() if state.pending]
+        self.consumer.pause(paused)
+        log.warning(
+            "%d events wait for a checkpoint (limit %d): consumption paused until Redis is back",
+            self.unacked,
+            self.max_unacked,
+        )
+        while self.unacked >= self.max_unacked:
+            await self.sleep(max(self._retry_at - self.clock(), RETRY_FIRST_SECONDS))
+            await self.checkpoint()
+        self.consumer.resume(paused)
+        log.info("checkpoint saved: consumption resumed")
+
+    def backoff(self) -> float:
+        """The next wait before retrying Redis: 0.5 s, doubling to 30 s until a success."""
+        delay = self._retry_delay
+        self._retry_delay = min(2 * self._retry_delay, RETRY_MAX_SECONDS)
+        return delay
+
+    def _retry_later(self) -> None:
+        self._retry_at = self.clock() + self.backoff()
