@@ -92,7 +92,7 @@ import importlib
 import inspect
 import math
 from collections.abc import Hashable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 
 import numpy as np
 from river import base as river_base
@@ -194,14 +194,16 @@ class RiverCandidate(Candidate):
 
     def __init__(self, name: str, params: dict[str, Any], model: river_base.Estimator) -> None:
         super().__init__(name, params)
-        self.model = model
+        # Any: river's base class declares none of predict_one, predict_proba_one, learn_one.
+        self.model: Any = model
         self.n_learned = 0
         final = list(model.steps.values())[-1] if isinstance(model, compose.Pipeline) else model
         self._is_classifier = isinstance(final, river_base.Classifier)
         # Most river classifiers predict the arg-max of their probabilities; for those, one
         # predict_proba_one call gives both answers and halves the per-event prediction cost.
         self._label_from_proba = (
-            self._is_classifier and type(final).predict_one is river_base.Classifier.predict_one
+            self._is_classifier
+            and getattr(type(final), "predict_one", None) is river_base.Classifier.predict_one
         )
 
     def predict_one(self, x: dict) -> Any:
@@ -329,9 +331,10 @@ class _Builder:
     def __init__(self, spec: Mapping[str, Any], task: str) -> None:
         self.spec = spec
         self.task = task
-        self.name = spec.get("name")
-        if not isinstance(self.name, str) or not self.name:
+        name = spec.get("name")
+        if not isinstance(name, str) or not name:
             raise ConfigError(f"candidate {spec!r}: 'name' must be a non-empty string")
+        self.name: str = name
 
     def fail(self, message: str) -> ConfigError:
         return ConfigError(f"candidate {self.name!r}: {message}")
@@ -407,11 +410,11 @@ class _Builder:
             if not _is_river_estimator(found):
                 raise self.fail(f"{module_name} has no estimator {class_name!r}")
             return found
-        matches = [
+        found_in = [
             getattr(importlib.import_module(f"river.{module}"), class_name, None)
             for module in RIVER_MODULES
         ]
-        matches = [cls for cls in matches if _is_river_estimator(cls)]
+        matches = [cls for cls in found_in if _is_river_estimator(cls)]
         if not matches:
             raise self.fail(
                 f"no estimator {class_name!r} in river modules {list(RIVER_MODULES)}; "
@@ -498,7 +501,7 @@ class _Builder:
         return tuple(classes)
 
 
-def _is_river_estimator(obj: Any) -> bool:
+def _is_river_estimator(obj: Any) -> TypeGuard[type[river_base.Estimator]]:
     return isinstance(obj, type) and issubclass(obj, river_base.Estimator)
 
 

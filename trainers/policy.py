@@ -86,9 +86,14 @@ _ROUNDING = 1e-12
 class Scores(Protocol):
     """What the policy reads from a candidate's score (see `trainers.metrics.PrequentialScore`)."""
 
-    task: str
-    history: int
-    n: int
+    @property
+    def task(self) -> str: ...
+
+    @property
+    def history(self) -> int: ...
+
+    @property
+    def n(self) -> int: ...
 
     def recent(self, n: int) -> dict[str, Any]: ...
 

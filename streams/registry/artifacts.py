@@ -89,6 +89,6 @@ def load(client: redis.Redis, record: ModelVersion, *, key: bytes) -> Any:
     """
     record.verify(key)
     blob = client.get(record.artifact.key)
-    if blob is None:
+    if not isinstance(blob, bytes):
         raise ArtifactIntegrityError(f"missing: no artifact under {record.artifact.key}")
     return Artifact(blob, record.artifact).load(model=record.model, version=record.version, key=key)

@@ -9,8 +9,9 @@ control of the consumer, and the dead-letter record of a message.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import TP, EventT
@@ -84,9 +85,10 @@ class WorkerApp:
     def _raw_topic(self, name: str) -> faust.TopicT:
         return self.app.topic(name, key_serializer="raw", value_serializer="raw")
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> Awaitable[Any]:
-        """Produce a record; the result resolves once the broker has it (``acks=all``)."""
-        return await self._outputs[topic].send(key=key, value=value)
+    async def send(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[Any]:
+        """Produce a record; the future resolves once the broker has it (``acks=all``)."""
+        # faust's send gives a FutureMessage, an asyncio.Future, though typed as an Awaitable.
+        return cast("asyncio.Future[Any]", await self._outputs[topic].send(key=key, value=value))
 
     def consume(self, topic: str, handle: Callable[[EventT], Awaitable[None]]) -> None:
         """Hand every record of ``topic``, in order, to ``handle``, which acknowledges it."""
@@ -97,6 +99,33 @@ class WorkerApp:
                 await handle(event)
 
         self.app.agent(self._raw_topic(topic), name=f"{topic}-agent", concurrency=1)(agent)
+
+    def on_rebalance(
+        self,
+        *,
+        revoked: Callable[[set[TP]], Awaitable[None]],
+        assigned: Callable[[set[TP]], None],
+    ) -> None:
+        """Call ``revoked`` with the partitions a rebalance takes away (before they go), and
+        ``assigned`` with those it gives."""
+
+        async def on_revoked(sender: Any, *args: Any, signal: Any = None, **_: Any) -> None:
+            await revoked(set(args[0]))
+
+        async def on_assigned(sender: Any, *args: Any, signal: Any = None, **_: Any) -> None:
+            assigned(set(args[0]))
+
+        # mode types signal receivers too narrowly for coroutine functions, which it does await.
+        self.app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
+        self.app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
+
+    def on_shutdown(self, stop: Callable[[], None]) -> None:
+        """Call ``stop`` when the worker begins to shut down."""
+
+        async def on_before_shutdown(sender: Any, *args: Any, signal: Any = None, **_: Any) -> None:
+            stop()
+
+        self.app.on_before_shutdown.connect(on_before_shutdown)  # type: ignore[arg-type]
 
     def pause(self, tps: Iterable[TP]) -> None:
         """Stop fetching from ``tps`` (what is already buffered is still delivered)."""

@@ -29,7 +29,7 @@ import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -226,7 +226,7 @@ class RedisCheckpointStore:
             "manifest": manifest,
             "signature": _sign(self._key, self._group, topic, partition, manifest),
         }
-        args: list[object] = [epoch, json.dumps(envelope, sort_keys=True)]
+        args: list[bytes | str | int] = [epoch, json.dumps(envelope, sort_keys=True)]
         for model, blob in snapshots.items():
             args += [model, blob]
         if not await self._save(keys=self._keys(topic, partition), args=args):
@@ -241,7 +241,7 @@ class RedisCheckpointStore:
         """
         key = f"{self._namespace}:{topic}:owners"
         await self._client.hsetnx(key, model, partition)
-        owner = await self._client.hget(key, model)
+        owner = cast(bytes, await self._client.hget(key, model))
         return int(owner)
 
 
@@ -254,5 +254,6 @@ def read_checkpoint(
     )
     raw = client.get(manifest_key)
     cursor = json.loads(raw)["manifest"]["cursor"] if raw else -1
-    snapshots = {name.decode(): blob for name, blob in client.hgetall(models_key).items()}
+    entries = cast(dict[bytes, bytes], client.hgetall(models_key))
+    snapshots = {name.decode(): blob for name, blob in entries.items()}
     return int(cursor), snapshots

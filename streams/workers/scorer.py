@@ -341,7 +341,6 @@ def create_app(
     table = ServingTable()
     follower = RegistryFollower(client, table, config.models)
     runtime = ScoringRuntime(config, table=table, send=worker.send, max_wait=max_wait)
-    app.driftline_runtime = runtime
 
     worker.consume(topics.unlabeled, runtime.handle)
 
@@ -349,8 +348,6 @@ def create_app(
     async def follow_registry() -> None:
         follower.start()
 
-    @app.on_before_shutdown.connect
-    async def stop_following(app: faust.App, **_: Any) -> None:
-        follower.stop()
+    worker.on_shutdown(follower.stop)
 
     return app

@@ -331,7 +331,6 @@ def create_app(
         read_registry=registry_records,
         reset_candidates=reset,
     )
-    app.driftline_runtime = runtime  # type: ignore[attr-defined]
     worker.consume(topics.labeled, runtime.handle)
 
     @app.timer(interval=config.worker.checkpoint_interval)
@@ -353,12 +352,6 @@ def create_app(
         )
         await runtime.obey(records, caught_up=caught_up)
 
-    @app.on_partitions_revoked.connect
-    async def on_revoked(app: faust.App, revoked: set[TP], **_: Any) -> None:
-        await runtime.release(revoked)
-
-    @app.on_partitions_assigned.connect
-    async def on_assigned(app: faust.App, assigned: set[TP], **_: Any) -> None:
-        runtime.assigned(assigned)
+    worker.on_rebalance(revoked=runtime.release, assigned=runtime.assigned)
 
     return app
