@@ -4,11 +4,16 @@
 ports, data folders) lives in one JSON file, so that ``status`` and ``down`` work from another
 process than the one that ran ``up``.
 
+The stack also keeps a development signing key (``signing.key``, mode 600) in its state folder:
+the workers refuse to run without a key, and a newcomer should not have to invent one before the
+first promotion. It lives as long as the stack's data (records signed with it stay readable), and
+is never meant for anything but this local stack.
+
 Example (not run as a doctest: it starts Java)::
 
     stack = LocalStack()
     endpoints = stack.up()
-    print(endpoints.shell_lines())   # KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:PORT ...
+    print(endpoints.shell_lines())   # export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:PORT ...
     stack.down()
 """
 
@@ -16,10 +21,13 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shlex
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from streams.settings import BOOTSTRAP_SERVERS_ENV, REDIS_URL_ENV, SIGNING_KEY_FILE_ENV
 from streams.stack import broker, redis_server
 from streams.stack.process import MissingToolError, StackError, free_port, is_alive, stop
 
@@ -41,10 +49,15 @@ class Endpoints:
 
     kafka_bootstrap: str
     redis_url: str
+    signing_key_file: Path | None = None
 
     def shell_lines(self) -> str:
-        """Two shell assignments, so that ``eval "$(driftline stack up)"`` sets them."""
-        return f"KAFKA_BOOTSTRAP_SERVERS={self.kafka_bootstrap}\nREDIS_URL={self.redis_url}"
+        """``export`` lines, so that ``eval "$(driftline stack up)"`` sets them for every command
+        run from that shell afterwards (a bare assignment would not reach child processes)."""
+        settings = {BOOTSTRAP_SERVERS_ENV: self.kafka_bootstrap, REDIS_URL_ENV: self.redis_url}
+        if self.signing_key_file is not None:
+            settings[SIGNING_KEY_FILE_ENV] = str(self.signing_key_file)
+        return "\n".join(f"export {name}={shlex.quote(value)}" for name, value in settings.items())
 
 
 @dataclass
@@ -74,6 +87,22 @@ class LocalStack:
     def _state_file(self) -> Path:
         return self.state_dir / "stack.json"
 
+    @property
+    def signing_key_file(self) -> Path:
+        """The development signing key of this stack (created by :meth:`up`)."""
+        return self.state_dir / "signing.key"
+
+    def _ensure_signing_key(self) -> Path:
+        path = self.signing_key_file
+        if path.exists():
+            return path
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # Created with mode 600 from the start: no moment where another user could read it.
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+        return path
+
     def _load(self) -> dict[str, _Service]:
         try:
             raw = json.loads(self._state_file.read_text())
@@ -89,6 +118,7 @@ class LocalStack:
         return Endpoints(
             kafka_bootstrap=f"{self.host}:{services['kafka'].port}",
             redis_url=f"redis://{self.host}:{services['redis'].port}/0",
+            signing_key_file=self._ensure_signing_key(),
         )
 
     def _healthy(self, services: dict[str, _Service]) -> bool:
@@ -165,7 +195,8 @@ class LocalStack:
     def down(self, *, keep_data: bool = False, timeout: float = 20.0) -> list[str]:
         """Stop what :meth:`up` started (SIGTERM, then SIGKILL after ``timeout``).
 
-        Removes the data folders unless ``keep_data``. Returns a line per stopped service.
+        Removes the data folders and the development signing key unless ``keep_data``. Returns a
+        line per stopped service.
         """
         stopped = []
         for name, service in self._load().items():
@@ -174,6 +205,8 @@ class LocalStack:
                 stopped.append(f"{name} (pid {service.pid}) stopped{' forcibly' if forced else ''}")
             if not keep_data:
                 shutil.rmtree(service.root, ignore_errors=True)
+        if not keep_data:
+            self.signing_key_file.unlink(missing_ok=True)
         self._state_file.unlink(missing_ok=True)
         return stopped
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,15 @@ def broker_jars(*, quiet: bool = True) -> Path:
     if (libs / ".complete").exists():
         return libs
     mvn = require_tool("mvn")
+    # Maven is silent while it downloads (-q), and the first time is long enough to look stuck:
+    # say what it fetches, and that it happens once. On stderr: ``stack up`` prints its settings
+    # on stdout for ``eval``.
+    print(
+        f"fetching the Kafka {kafka_version()} broker jars (about 45 MB) from Maven Central "
+        f"into {libs}: once per Kafka version, it takes a minute or so",
+        file=sys.stderr,
+        flush=True,
+    )
     staging = libs.with_name(f"libs.partial-{os.getpid()}")
     argv = [
         mvn,
@@ -191,6 +201,8 @@ def broker_answers(bootstrap: str, *, timeout_ms: int = 2000, **security: Any) -
         admin = KafkaAdminClient(
             bootstrap_servers=bootstrap,
             request_timeout_ms=timeout_ms,
+            # Without it kafka-python retries an unreachable address for 30 s.
+            bootstrap_timeout_ms=timeout_ms,
             client_id="driftline-stack-probe",
             **security,
         )
