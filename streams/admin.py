@@ -27,6 +27,9 @@ def ensure_topics(topics: Topics, kafka: Mapping[str, Any], *, partitions: int =
     wanted = [
         NewTopic(topics.labeled, partitions, 1),
         NewTopic(topics.unlabeled, partitions, 1),
+        # Outcomes share the unlabeled topic's partitioning: a model's events and outcomes meet
+        # in the same scorer.
+        NewTopic(topics.outcomes, partitions, 1),
         NewTopic(topics.predictions, partitions, 1),
         NewTopic(topics.metrics, 1, 1),
         NewTopic(

@@ -11,6 +11,7 @@ the worker's own settings under ``worker``::
     metrics_every = 500           # publish each model's metrics to models.metrics this often
     session_timeout = 10.0        # seconds before the group gives a silent worker's partitions away
     max_unacked_events = 50000    # events held for a checkpoint (Redis away) before pausing
+    progress_interval = 30.0      # seconds between two progress lines in the log
 
     [models.sea]
     task = "classification"
@@ -18,7 +19,13 @@ the worker's own settings under ``worker``::
 
 Any value can be overridden from the environment with ``DRIFTLINE__`` followed by its path,
 ``__``-separated: ``DRIFTLINE__worker__partitions=8``, ``DRIFTLINE__models__sea__window=500``.
-Values are read as YAML scalars, so numbers and booleans keep their type.
+Values are read as YAML scalars, so numbers and booleans keep their type. An override can change
+a model the file declares, not add one: a misspelt model name would otherwise become a model of
+its own and fail for a reason that hides the typo.
+
+Every mistake is a :class:`ConfigFileError` (or, for a model's table, a
+:class:`trainers.errors.ConfigError`) whose message is one line: it names the file or the
+environment variable that caused it, and suggests the closest known name for a misspelt one.
 
 Connection settings and secrets are not part of the file: they come only from the environment,
 through :class:`streams.settings.Settings`.
@@ -26,9 +33,12 @@ through :class:`streams.settings.Settings`.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,9 +47,22 @@ import yaml
 
 from streams.settings import SettingsError
 from streams.topics import Topics
+from trainers.errors import ConfigError
 from trainers.spec import ModelSpec
 
+__all__ = [
+    "ENV_OVERRIDE_PREFIX",
+    "SECTIONS",
+    "ConfigFileError",
+    "DriftlineConfig",
+    "WorkerSettings",
+    "did_you_mean",
+    "load_config",
+]
+
 ENV_OVERRIDE_PREFIX = "DRIFTLINE__"
+#: The top-level tables a configuration file may hold.
+SECTIONS = ("models", "worker")
 
 
 class ConfigFileError(SettingsError):
@@ -48,7 +71,11 @@ class ConfigFileError(SettingsError):
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """How a trainer worker runs (not what it trains)."""
+    """How a trainer worker runs (not what it trains).
+
+    Every number must be positive: :func:`load_config` refuses others before anything touches
+    Kafka (a zero partition count would otherwise fail halfway through creating the topics).
+    """
 
     group: str = "driftline-trainer"
     partitions: int = 4
@@ -58,6 +85,7 @@ class WorkerSettings:
     metrics_every: int = 500
     session_timeout: float = 10.0
     max_unacked_events: int = 50_000
+    progress_interval: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -69,42 +97,193 @@ class DriftlineConfig:
     topics: Topics = field(default_factory=Topics.from_env)
 
 
-def _apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+def did_you_mean(name: str, known: Collection[str]) -> str:
+    """``" (did you mean 'X'?)"`` for the known name closest to ``name``, or ``""``.
+
+    >>> did_you_mean("partitons", ["group", "partitions"])
+    " (did you mean 'partitions'?)"
+    >>> did_you_mean("zzz", ["group", "partitions"])
+    ''
+    """
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where each value came from: the file, or the environment variable that overrode it."""
+
+    path: Path
+    overrides: dict[tuple[str, ...], str]
+
+    def cause(self, *prefix: str, message: str | None = None) -> str:
+        """`` (from the environment: NAME=VALUE)`` for the overrides at or under ``prefix``.
+
+        With ``message``, only the overrides whose setting it names: an error in a model's table
+        is not blamed on an unrelated override of the same model.
+        """
+        names = [
+            setting
+            for where, setting in self.overrides.items()
+            if where[: len(prefix)] == prefix and (message is None or where[-1] in message)
+        ]
+        return f" (from the environment: {', '.join(names)})" if names else ""
+
+
+def _apply_env_overrides(
+    raw: dict[str, Any], environ: Mapping[str, str]
+) -> dict[tuple[str, ...], str]:
+    """Apply the ``DRIFTLINE__`` overrides to ``raw``; returns each one's path and setting."""
+    applied: dict[tuple[str, ...], str] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_OVERRIDE_PREFIX):
             continue
-        *parents, leaf = name[len(ENV_OVERRIDE_PREFIX) :].split("__")
+        where = tuple(name[len(ENV_OVERRIDE_PREFIX) :].split("__"))
+        *parents, leaf = where
         node = raw
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigFileError(f"{name}: {part!r} is not a table in the configuration")
-        node[leaf] = yaml.safe_load(value)
-    return raw
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            node[leaf] = value  # not a YAML scalar: the text itself, refused later if it must be
+        applied[where] = f"{name}={value}"
+    return applied
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> DriftlineConfig:
-    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file and apply overrides."""
+    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file and apply overrides.
+
+    Raises :class:`ConfigFileError` for a file that cannot be read or parsed, an unknown
+    section or ``[worker]`` setting, a bad ``[worker]`` value, or an override of a model the file
+    does not declare; :class:`trainers.errors.ConfigError` for a bad model.
+    """
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as error:
-        raise ConfigFileError(f"cannot read the configuration {path}: {error}") from error
+        raise ConfigFileError(
+            f"cannot read the configuration {path}: {error.strerror or error}"
+        ) from error
     try:
         raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
-        raise ConfigFileError(f"{path} is not valid {path.suffix[1:].upper()}: {error}") from error
+        # YAML's messages span several lines (with a caret under the fault): keep them on one.
+        detail = " ".join(str(error).split())
+        raise ConfigFileError(f"{path} is not valid {path.suffix[1:].upper()}: {detail}") from error
     if not isinstance(raw, dict):
         raise ConfigFileError(f"{path} must hold a table with a 'models' section")
-    raw = _apply_env_overrides(raw, os.environ if environ is None else environ)
+    declared = raw.get("models")
+    declared_models = set(declared) if isinstance(declared, dict) else set()
+    source = _Source(path, _apply_env_overrides(raw, os.environ if environ is None else environ))
+    for section in raw:
+        if section not in SECTIONS:
+            raise ConfigFileError(
+                f"{path}: unknown section {section!r}{did_you_mean(section, SECTIONS)}; "
+                f"sections: {list(SECTIONS)}{source.cause(section)}"
+            )
     models = raw.get("models")
     if not isinstance(models, dict) or not models:
         raise ConfigFileError(f"{path} declares no models (a [models.NAME] section)")
-    unknown = set(raw.get("worker", {})) - set(WorkerSettings.__dataclass_fields__)
-    if unknown:
-        raise ConfigFileError(f"{path}: unknown [worker] settings {sorted(unknown)}")
+    added = sorted(models.keys() - declared_models)
+    if added:
+        raise ConfigFileError(
+            f"{path} declares no model {added[0]!r}{did_you_mean(added[0], declared_models)}; "
+            f"an override cannot add one{source.cause('models', added[0])}"
+        )
+    worker = _worker(raw.get("worker", {}), source)  # cheap checks first: models build estimators
     return DriftlineConfig(
-        models={name: ModelSpec.from_dict(name, spec) for name, spec in models.items()},
-        worker=WorkerSettings(**raw.get("worker", {})),
+        models={name: _model(name, spec, source) for name, spec in models.items()},
+        worker=worker,
         topics=Topics.from_env(environ),
     )
+
+
+def _model(name: str, table: Any, source: _Source) -> ModelSpec:
+    try:
+        return ModelSpec.from_dict(name, table)
+    except ConfigError as error:
+        message = str(error)
+        # A dict, not a set: one hint per misspelt name, in the order the candidates give them.
+        hints = {
+            unknown: did_you_mean(unknown, known)
+            for unknown, known in _misspelt_estimators(table)
+            if repr(unknown) in message
+        }
+        hint = "".join(hints.values())
+        cause = source.cause("models", name, message=message)
+        raise ConfigError(f"{message}{hint}{cause}") from None
+
+
+def _misspelt_estimators(table: Any) -> Iterator[tuple[str, Collection[str]]]:
+    """``(name, known names)`` for each estimator a model's candidates name that does not exist."""
+    from trainers.candidates import SKLEARN_ESTIMATORS
+
+    candidates = table.get("candidates") if isinstance(table, Mapping) else None
+    for candidate in candidates if isinstance(candidates, list) else []:
+        if not isinstance(candidate, Mapping):
+            continue
+        sklearn, river = candidate.get("sklearn"), candidate.get("river")
+        if isinstance(sklearn, str) and sklearn not in SKLEARN_ESTIMATORS:
+            yield sklearn, SKLEARN_ESTIMATORS.keys()
+        if isinstance(river, str):
+            known = _river_estimators()
+            for step in river.split("|"):
+                class_name = step.strip().rpartition(".")[2]
+                if class_name not in known:
+                    yield class_name, known
+
+
+def _river_estimators() -> frozenset[str]:
+    """The class names of every estimator in the river modules a candidate may name."""
+    import importlib
+
+    from river.base import Estimator
+
+    from trainers.candidates import RIVER_MODULES
+
+    return frozenset(
+        name
+        for module in RIVER_MODULES
+        for name, value in vars(importlib.import_module(f"river.{module}")).items()
+        if isinstance(value, type) and issubclass(value, Estimator)
+    )
+
+
+def _worker(table: Any, source: _Source) -> WorkerSettings:
+    if not isinstance(table, dict):
+        raise ConfigFileError(f"{source.path}: [worker] must be a table{source.cause('worker')}")
+    fields = {setting.name: setting for setting in dataclasses.fields(WorkerSettings)}
+    values: dict[str, Any] = {}
+    for name, value in table.items():
+        if name not in fields:
+            raise ConfigFileError(
+                f"{source.path}: unknown [worker] setting {name!r}{did_you_mean(name, fields)}; "
+                f"settings: {sorted(fields)}{source.cause('worker', name)}"
+            )
+        # The annotations are strings (postponed evaluation): "str", "int" or "float".
+        checked = _checked(value, str(fields[name].type))
+        if checked is None:
+            wanted = {"str": "a non-empty string", "int": "a positive integer"}.get(
+                str(fields[name].type), "a positive number"
+            )
+            raise ConfigFileError(
+                f"{source.path}: [worker] {name} must be {wanted}, got {value!r}"
+                f"{source.cause('worker', name)}"
+            )
+        values[name] = checked
+    return WorkerSettings(**values)
+
+
+def _checked(value: Any, kind: str) -> str | int | float | None:
+    """``value`` as a ``kind`` worker setting, or None when it is not one."""
+    if kind == "str":
+        return value if isinstance(value, str) and value.strip() else None
+    # bool is an int to Python, never a count or a duration to a user.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if kind == "int":
+        return value if isinstance(value, int) and value >= 1 else None
+    return float(value) if math.isfinite(value) and value > 0 else None

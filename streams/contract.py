@@ -47,14 +47,18 @@ __all__ = [
     "FeatureValue",
     "InvalidEvent",
     "LabeledEvent",
+    "Outcome",
     "ReasonCode",
     "UnlabeledEvent",
     "dead_letter_record",
     "decode_dead_letter",
     "decode_labeled",
+    "decode_outcome",
     "decode_unlabeled",
     "encode_event",
+    "encode_outcome",
     "validate_labeled",
+    "validate_outcome",
     "validate_unlabeled",
 ]
 
@@ -96,12 +100,14 @@ class ReasonCode(StrEnum):
     """The model raised while learning or predicting."""
     NO_VERSION = "no_version"
     """The scorer has no servable version of the model."""
+    UNVERIFIED_VERSION = "unverified_version"
+    """The model's versions are not signed with the scorer's key."""
     KEY_MISMATCH = "key_mismatch"
-    """The record's key is not the event's model name."""
+    """The record's key is not the event's model name (or it has none)."""
     WRONG_PARTITION = "wrong_partition"
-    """The record is not in the partition its key hashes to."""
+    """The model is trained on another partition (a producer with another partitioner)."""
     NO_PREDICTION = "no_prediction"
-    """The serving model gave no prediction."""
+    """An outcome whose event was never scored within the model's label horizon."""
     # Rejected with a plain-string reason (see dead_letter_record).
     REJECTED = "rejected"
 
@@ -163,6 +169,23 @@ class LabeledEvent(Event):
         return json_object
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The ground truth of an event scored earlier, arriving later (``driftline.events.outcomes``).
+
+    Key: the model name. ``ts`` is when the outcome was observed (epoch seconds).
+    """
+
+    event_id: str
+    model: str
+    ts: float
+    label: object
+
+    def to_json_object(self) -> dict[str, Any]:
+        """The outcome as the JSON object of the wire contract."""
+        return {"event_id": self.event_id, "model": self.model, "ts": self.ts, "label": self.label}
+
+
 def decode_labeled(raw: bytes | None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> LabeledEvent:
     """Decode and validate a labeled-event record value; raise :class:`InvalidEvent`."""
     return validate_labeled(_parse_object(raw, max_bytes))
@@ -176,6 +199,28 @@ def decode_unlabeled(raw: bytes | None, *, max_bytes: int = DEFAULT_MAX_BYTES) -
 def validate_labeled(obj: Mapping[str, Any]) -> LabeledEvent:
     """Validate an already-parsed event object (e.g. built by a producer)."""
     event_id, model, ts, features = _validate_common(obj)
+    return LabeledEvent(event_id, model, ts, features, _validate_label(obj))
+
+
+def decode_outcome(raw: bytes | None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Outcome:
+    """Decode and validate an outcome record value; raise :class:`InvalidEvent`."""
+    return validate_outcome(_parse_object(raw, max_bytes))
+
+
+def validate_outcome(obj: Mapping[str, Any]) -> Outcome:
+    """Validate an already-parsed outcome object: the label rules are those of labeled events."""
+    event_id, model, ts = _validate_identity(obj)
+    return Outcome(event_id, model, ts, _validate_label(obj))
+
+
+def encode_outcome(outcome: Mapping[str, Any] | Outcome) -> bytes:
+    """Serialise an outcome to its wire bytes (a mapping is validated first)."""
+    if not isinstance(outcome, Outcome):
+        outcome = validate_outcome(outcome)
+    return orjson.dumps(outcome.to_json_object())
+
+
+def _validate_label(obj: Mapping[str, Any]) -> object:
     try:
         label = obj["label"]
     except KeyError:
@@ -191,7 +236,7 @@ def validate_labeled(obj: Mapping[str, Any]) -> LabeledEvent:
             ReasonCode.WRONG_TYPE,
             f"label must be a string, integer, bool or number, got {_type_name(label)}",
         )
-    return LabeledEvent(event_id, model, ts, features, label)
+    return label
 
 
 def validate_unlabeled(obj: Mapping[str, Any]) -> UnlabeledEvent:
@@ -304,14 +349,11 @@ def _parse_error(exc: orjson.JSONDecodeError) -> InvalidEvent:
     return InvalidEvent(ReasonCode.NOT_JSON, f"payload is not UTF-8 JSON: {exc}")
 
 
-def _validate_common(
-    obj: Mapping[str, Any],
-) -> tuple[str, str, float, dict[str, FeatureValue]]:
+def _validate_identity(obj: Mapping[str, Any]) -> tuple[str, str, float]:
     try:
         event_id = obj["event_id"]
         model = obj["model"]
         ts = obj["ts"]
-        features = obj["features"]
     except KeyError as exc:
         raise InvalidEvent(ReasonCode.MISSING_FIELD, f"missing field {exc}") from None
     except TypeError:
@@ -320,6 +362,17 @@ def _validate_common(
         ) from None
     _check_name("event_id", event_id)
     _check_name("model", model)
+    return event_id, model, _epoch_seconds(ts)
+
+
+def _validate_common(
+    obj: Mapping[str, Any],
+) -> tuple[str, str, float, dict[str, FeatureValue]]:
+    event_id, model, ts = _validate_identity(obj)
+    try:
+        features = obj["features"]
+    except KeyError as exc:
+        raise InvalidEvent(ReasonCode.MISSING_FIELD, f"missing field {exc}") from None
     if type(features) is not dict:
         raise InvalidEvent(
             ReasonCode.WRONG_TYPE,
@@ -327,7 +380,7 @@ def _validate_common(
         )
     for name, value in features.items():
         _check_feature(name, value)
-    return event_id, model, _epoch_seconds(ts), features
+    return event_id, model, ts, features
 
 
 def _check_name(field: str, value: object) -> None:

@@ -22,6 +22,7 @@ class Topics:
 
     labeled: str
     unlabeled: str
+    outcomes: str
     dlq: str
     registry: str
     predictions: str
@@ -33,6 +34,7 @@ class Topics:
         return cls(
             labeled=f"{prefix}events.labeled",
             unlabeled=f"{prefix}events.unlabeled",
+            outcomes=f"{prefix}events.outcomes",
             dlq=f"{prefix}events.dlq",
             registry=f"{prefix}models.registry",
             predictions=f"{prefix}predictions",

@@ -1,15 +1,26 @@
-"""``driftline``: the command line of the local stack, the workers and the registry."""
+"""``driftline``: the command line of the local stack, the workers and the registry.
+
+A mistake of the user's (a setting, a file, an unreachable broker) ends a command with one line
+on stderr and exit status 2 (:func:`streams.cli.common.refuse`), never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from streams.cli.common import refuse
+
 Handler = Callable[[argparse.Namespace], int]
+
+# faust's own setting for the folder of its local state (which driftline keeps in memory).
+_FAUST_DATADIR_ENV = "APP_DATADIR"
 
 
 def _stack(args: argparse.Namespace) -> int:
@@ -31,8 +42,7 @@ def _stack(args: argparse.Namespace) -> int:
             for line in stack.down(keep_data=args.keep_data, timeout=args.timeout):
                 print(line, file=sys.stderr)
     except StackError as error:
-        print(f"driftline stack {args.action}: {error}", file=sys.stderr)
-        return 2
+        return refuse(f"stack {args.action}", error)
     return 0
 
 
@@ -40,7 +50,6 @@ def _run_faust_worker(
     args: argparse.Namespace, create_app: Callable[..., Any], **options: Any
 ) -> int:
     """Create the topics, then run a faust app built by ``create_app`` until it is stopped."""
-    import faust
     import mode.loop
 
     from streams.admin import ensure_topics
@@ -55,11 +64,21 @@ def _run_faust_worker(
         settings = Settings.from_env()
         kafka = settings.kafka
         ensure_topics(config.topics, kafka, partitions=config.worker.partitions)
-        app = create_app(config, settings, **options)
     except (SettingsError, ConfigError) as error:  # ConfigError: a bad model in the file
-        print(f"driftline {args.command}: {error}", file=sys.stderr)
-        return 2
-    faust.Worker(app, loglevel=args.log_level, quiet=True).execute_from_commandline()
+        return refuse(args.command, error)
+    # faust makes an empty "<group>-data" folder in the working directory even with in-memory
+    # tables: give it a temporary one instead (unless the user chose where, with APP_DATADIR).
+    with tempfile.TemporaryDirectory(prefix="driftline-faust-") as datadir:
+        chosen = _FAUST_DATADIR_ENV in os.environ
+        os.environ.setdefault(_FAUST_DATADIR_ENV, datadir)
+        try:
+            app = create_app(config, settings, **options)  # faust reads the folder here
+        except (SettingsError, ConfigError) as error:
+            return refuse(args.command, error)
+        finally:
+            if not chosen:
+                del os.environ[_FAUST_DATADIR_ENV]
+        app.run(log_level=args.log_level)
     return 0
 
 
@@ -81,11 +100,21 @@ def _registry(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _tail(args: argparse.Namespace) -> int:
+    from streams.cli.tail import run
+
+    return run(args)
+
+
 def _produce(args: argparse.Namespace) -> int:
+    from kafka.errors import KafkaError
     from rich.progress import Progress
 
+    from streams.cli.common import require_broker
+    from streams.contract import InvalidEvent
     from streams.sdk import replay
-    from streams.sdk.producer import EventProducer, ProducerConfigError
+    from streams.sdk.producer import DeliveryError, EventProducer, ProducerConfigError
+    from streams.settings import Settings, SettingsError
 
     if args.file:
         events = replay.from_file(args.file, model=args.model, label=args.label)
@@ -101,24 +130,49 @@ def _produce(args: argparse.Namespace) -> int:
             seed=args.seed,
             noise=args.noise,
         )
-    try:
-        producer = EventProducer()
-    except ProducerConfigError as error:
-        print(f"driftline produce: {error}", file=sys.stderr)
-        return 2
     sent = 0
-    with (
-        producer,
-        Progress(transient=True, disable=args.quiet) as progress,
-    ):
-        task = progress.add_task(f"producing {args.model}", total=args.events)
-        for event in replay.paced(events, rate=args.rate, limit=args.events):
-            producer.send(event)
-            sent += 1
-            progress.advance(task)
-        producer.flush()
-    print(f"sent {sent} events for {args.model}", file=sys.stderr)
+    try:
+        settings = Settings.from_env()
+        require_broker(settings.kafka)
+        producer = EventProducer(settings=settings)
+        send = _SENDERS[args.kind]
+        with (
+            producer,
+            Progress(transient=True, disable=args.quiet) as progress,
+        ):
+            task = progress.add_task(f"producing {args.model} ({args.kind})", total=args.events)
+            for event in replay.paced(events, rate=args.rate, limit=args.events):
+                send(producer, event)
+                sent += 1
+                progress.advance(task)
+            producer.flush()
+    except InvalidEvent as error:
+        return refuse("produce", f"event {sent + 1} of the source is not valid: {error}")
+    # OSError, KeyError and ValueError: a source that cannot be read or lacks its label column.
+    except (SettingsError, ProducerConfigError, DeliveryError, KafkaError) as error:
+        return refuse("produce", error)
+    except (OSError, KeyError, ValueError) as error:
+        return refuse("produce", f"cannot read the source: {error!s}")
+    print(f"sent {sent} {args.kind} events for {args.model}", file=sys.stderr)
     return 0
+
+
+def _send_labeled(producer: Any, event: dict[str, Any]) -> None:
+    producer.send(event)
+
+
+def _send_unlabeled(producer: Any, event: dict[str, Any]) -> None:
+    # The source's label, if it has one, is dropped: a scorer never sees it.
+    producer.send_unlabeled({name: value for name, value in event.items() if name != "label"})
+
+
+#: How ``produce`` sends each kind of record, by the value of ``--labeled``/``--unlabeled``.
+#: Outcomes (a label that arrives after its event was scored) become one more entry and one more
+#: flag once ``Topics`` has an outcomes topic and the contract an outcome record.
+_SENDERS: dict[str, Callable[[Any, dict[str, Any]], None]] = {
+    "labeled": _send_labeled,
+    "unlabeled": _send_unlabeled,
+}
 
 
 def _ping(args: argparse.Namespace) -> int:
@@ -129,8 +183,7 @@ def _ping(args: argparse.Namespace) -> int:
         settings = Settings.from_env()
         kafka, url = settings.kafka, settings.redis_url
     except SettingsError as error:
-        print(f"driftline ping: {error}", file=sys.stderr)
-        return 2
+        return refuse("ping", error)
     results = {
         "kafka": broker.broker_answers(kafka.pop("bootstrap_servers"), **kafka),
         "redis": redis_server.answers(url),
@@ -157,8 +210,7 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         return run(options)
     except (SettingsError, DemoError, StackError) as error:
-        print(f"driftline demo: {error}", file=sys.stderr)
-        return 2
+        return refuse("demo", error)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="run a trainer worker (faust)")
     worker.add_argument("--config", type=Path, required=True, help="TOML or YAML configuration")
-    worker.add_argument("--log-level", default="warning")
+    worker.add_argument("--log-level", default="info")
     worker.add_argument(
         "--reset-candidate",
         action="append",
@@ -212,14 +264,16 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument(
         "--group", default=None, help="consumer group (default: the [worker] group + '-scorer')"
     )
-    score.add_argument("--log-level", default="warning")
+    score.add_argument("--log-level", default="info")
     score.set_defaults(handler=_score)
 
     from streams.registry.cli import add_registry_parser
 
     add_registry_parser(commands, handler=_registry)
 
-    produce = commands.add_parser("produce", help="publish labeled events")
+    produce = commands.add_parser(
+        "produce", help="publish labeled events (to learn from) or unlabeled ones (to score)"
+    )
     source = produce.add_mutually_exclusive_group(required=True)
     source.add_argument("--file", type=Path, help="a CSV (with a header) or JSON-lines file")
     source.add_argument("--dataset", help="a dataset river ships, e.g. Phishing")
@@ -242,7 +296,26 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--noise", type=float, default=0.0, help="label noise probability")
     produce.add_argument("--rate", type=float, default=None, help="events/s (default: max)")
     produce.add_argument("--quiet", action="store_true", help="no progress bar")
-    produce.set_defaults(handler=_produce)
+    kind = produce.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--labeled",
+        dest="kind",
+        action="store_const",
+        const="labeled",
+        help="to the labeled topic, for the trainers (the default)",
+    )
+    kind.add_argument(
+        "--unlabeled",
+        dest="kind",
+        action="store_const",
+        const="unlabeled",
+        help="without their labels, to the unlabeled topic, for the scoring workers",
+    )
+    produce.set_defaults(handler=_produce, kind="labeled")
+
+    from streams.cli.tail import add_tail_parser
+
+    add_tail_parser(commands, handler=_tail)
 
     demo = commands.add_parser(
         "demo",

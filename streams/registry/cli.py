@@ -7,12 +7,15 @@
     driftline registry history MODEL                       # every record of a model, in order
     driftline registry diff MODEL V1 V2                    # the fields that differ between two
     driftline registry promote MODEL VERSION --reason TEXT
-    driftline registry rollback MODEL --to VERSION --reason TEXT
+    driftline registry rollback MODEL [--to VERSION] --reason TEXT   # default: the previous one
+
+A version is written as the tables print it, ``v2``, or as a bare ``2``.
 
 Promote and rollback publish a manual record (see :mod:`streams.registry.records`), signed with
 the deployment's key and signed off with ``$DRIFTLINE_OPERATOR`` or the OS user. Every action
 reads the registry through :class:`~streams.registry.client.RegistryClient`, so it needs the
-signing key, and shows only the records that key signed. Errors go to stderr with exit status 2.
+signing key, and shows only the records that key signed. Errors go to stderr, one line, with exit
+status 2; an unreachable broker is one of them, noticed within a few seconds.
 This module's imports stay light because ``driftline``'s parser is built on every command.
 """
 
@@ -29,10 +32,22 @@ if TYPE_CHECKING:
     from streams.registry.client import RegistryClient
     from streams.registry.records import ModelVersion
 
-__all__ = ["add_registry_parser", "record_differences", "run"]
+__all__ = ["add_registry_parser", "parse_version", "previous_version", "record_differences", "run"]
 
 # Fields every record of a model has in common, or that always differ: not worth a diff row.
 _NOT_DIFFED = frozenset({"model", "version", "created_at", "signature"})
+
+
+def parse_version(text: str) -> int:
+    """A version number as a user types it: ``v2``, ``V2`` or ``2``.
+
+    >>> parse_version("v2"), parse_version("2")
+    (2, 2)
+    """
+    digits = text[1:] if text[:1] in ("v", "V") else text
+    if not digits.isdigit() or int(digits) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a version (write v2 or 2)")
+    return int(digits)
 
 
 def add_registry_parser(
@@ -44,36 +59,63 @@ def add_registry_parser(
     actions.add_parser("ls", help="every model and the version serving it")
     show = actions.add_parser("show", help="a record as JSON (default: the serving one)")
     show.add_argument("model")
-    show.add_argument("version", type=int, nargs="?", default=None)
+    show.add_argument("version", type=parse_version, nargs="?", default=None)
     history = actions.add_parser("history", help="every record of a model, in log order")
     history.add_argument("model")
     diff = actions.add_parser("diff", help="the fields that differ between two versions")
     diff.add_argument("model")
-    diff.add_argument("first", type=int, metavar="V1")
-    diff.add_argument("second", type=int, metavar="V2")
+    diff.add_argument("first", type=parse_version, metavar="V1")
+    diff.add_argument("second", type=parse_version, metavar="V2")
     promote = actions.add_parser("promote", help="make a version serve now (a manual record)")
     promote.add_argument("model")
-    promote.add_argument("version", type=int)
+    promote.add_argument("version", type=parse_version)
     promote.add_argument("--reason", required=True, help="why, for the audit log")
     rollback = actions.add_parser("rollback", help="serve an earlier version again")
     rollback.add_argument("model")
-    rollback.add_argument("--to", type=int, required=True, dest="version", metavar="VERSION")
+    rollback.add_argument(
+        "--to",
+        type=parse_version,
+        default=None,
+        dest="version",
+        metavar="VERSION",
+        help="the version to serve again (default: the one served before the current one)",
+    )
     rollback.add_argument("--reason", required=True, help="why, for the audit log")
     registry.set_defaults(handler=handler)
 
 
 def run(args: argparse.Namespace) -> int:
     """Carry out ``driftline registry ACTION``; returns the exit status."""
+    from kafka.errors import KafkaError
+
+    from streams.cli.common import refuse, require_broker
     from streams.registry.client import RegistryClient, RegistryError
-    from streams.settings import SettingsError
+    from streams.settings import Settings, SettingsError
 
     try:
-        with RegistryClient() as client:
+        settings = Settings.from_env()
+        require_broker(settings.kafka)
+        with RegistryClient(settings=settings) as client:
             _ACTIONS[args.action](client, args)
-    except (RegistryError, SettingsError, ValueError) as error:
-        print(f"driftline registry {args.action}: {error}", file=sys.stderr)
-        return 2
+    except (RegistryError, SettingsError, KafkaError, ValueError) as error:
+        return refuse(f"registry {args.action}", error)
     return 0
+
+
+def previous_version(history: list[ModelVersion]) -> int:
+    """The version before the one serving now, from a model's ``history``: the newest version a
+    trainer issued that is older than the serving one.
+
+    After v1, v2, v3 it is v2; after a rollback to v2, it is v1 (a rollback only goes back).
+    Raises ``ValueError`` when the serving version is the oldest.
+    """
+    serving = history[-1].version
+    older = [r.version for r in history if not r.is_manual and r.version < serving]
+    if not older:
+        raise ValueError(
+            f"{history[-1].model} v{serving} is its first version: nothing to roll back to"
+        )
+    return max(older)
 
 
 def record_differences(first: ModelVersion, second: ModelVersion) -> list[tuple[str, Any, Any]]:
@@ -174,7 +216,15 @@ def _promote(client: RegistryClient, args: argparse.Namespace) -> None:
 
 
 def _rollback(client: RegistryClient, args: argparse.Namespace) -> None:
-    _report(client.rollback(args.model, to=args.version, reason=args.reason))
+    from streams.registry.client import UnknownModelError
+
+    version = args.version
+    if version is None:
+        history = client.history(args.model)
+        if not history:
+            raise UnknownModelError(args.model)
+        version = previous_version(history)
+    _report(client.rollback(args.model, to=version, reason=args.reason))
 
 
 def _report(record: ModelVersion) -> None:

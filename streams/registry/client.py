@@ -121,6 +121,8 @@ class RegistrySubscription(ClosedOnExit):
     ) -> None:
         self.topic = topic
         self._key = key
+        self.refused: dict[str, str] = {}
+        """Per model, why its last record that did not verify was refused (logged once)."""
         # A reader must not create the registry topic: it would get the broker's default
         # retention instead of the infinite one streams.admin.ensure_topics gives it.
         self._consumer = KafkaConsumer(
@@ -173,10 +175,26 @@ class RegistrySubscription(ClosedOnExit):
         for tp in sorted(batches, key=lambda tp: tp.partition):
             for message in batches[tp]:
                 where = f"{tp.topic}[{tp.partition}]@{message.offset}"
-                record = parse_record(message.value, where=where, key=self._key)
+                record = parse_record(
+                    message.value, where=where, key=self._key, on_refused=self._refuse
+                )
                 if record is not None:
                     records.append(record)
         return records
+
+    def _refuse(self, record: ModelVersion, error: Exception) -> None:
+        if record.model not in self.refused:
+            log.error(
+                "cannot verify %s v%d: not signed with this reader's key; check "
+                "DRIFTLINE_SIGNING_KEY (%s)",
+                record.model,
+                record.version,
+                error,
+            )
+        self.refused[record.model] = (
+            f"cannot verify {record.model} v{record.version}: not signed with this key; "
+            "check DRIFTLINE_SIGNING_KEY"
+        )
 
     def __iter__(self) -> Iterator[ModelVersion]:
         return self

@@ -34,7 +34,7 @@ import hmac
 import logging
 import os
 import platform
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -324,9 +324,18 @@ def read_registry(
         consumer.close()
 
 
-def parse_record(raw: bytes | None, *, where: str, key: bytes) -> ModelVersion | None:
+def parse_record(
+    raw: bytes | None,
+    *,
+    where: str,
+    key: bytes,
+    on_refused: Callable[[ModelVersion, RecordSignatureError], None] | None = None,
+) -> ModelVersion | None:
     """A registry record's value as a :class:`ModelVersion`, or None (logged) if it is not one
-    or nobody with ``key`` signed it; ``where`` says where it was read, for the log."""
+    or nobody with ``key`` signed it; ``where`` says where it was read, for the log.
+
+    ``on_refused``, when given, is told of each record that does not verify instead of the log.
+    """
     try:
         record = ModelVersion.from_json(raw or b"")
     except (AttributeError, KeyError, TypeError, ValueError) as error:  # JSONDecodeError too
@@ -335,6 +344,9 @@ def parse_record(raw: bytes | None, *, where: str, key: bytes) -> ModelVersion |
     try:
         record.verify(key)
     except RecordSignatureError as error:
-        log.error("skipping registry record %s: %s", where, error)
+        if on_refused is None:
+            log.error("skipping registry record %s: %s", where, error)
+        else:
+            on_refused(record, error)
         return None
     return record

@@ -1,7 +1,9 @@
-"""Sources of labeled events for ``driftline produce``: files, river's bundled datasets, drift.
+"""Sources of events for ``driftline produce``: files, river's bundled datasets, drift.
 
 Each source yields event objects of the labeled contract (:mod:`streams.contract`) with
-deterministic ids (``<model>-<n>``), so a replay sent twice is recognisably the same.
+deterministic ids (``<model>-<n>``), so a replay sent twice is recognisably the same. A file
+without a label column yields events without ``label``: fine to send unlabeled, and refused by
+the labeled contract's validation (which names the missing field) otherwise.
 """
 
 from __future__ import annotations
@@ -30,14 +32,21 @@ BUNDLED_DATASETS = (
 )
 
 
-def _event(model: str, index: int, features: dict[str, Any], label: Any) -> dict[str, Any]:
-    return {
+_NO_LABEL = object()
+
+
+def _event(
+    model: str, index: int, features: dict[str, Any], label: Any = _NO_LABEL
+) -> dict[str, Any]:
+    event = {
         "event_id": f"{model}-{index}",
         "model": model,
         "ts": time.time(),
         "features": features,
-        "label": label,
     }
+    if label is not _NO_LABEL:
+        event["label"] = label
+    return event
 
 
 def _number_or_text(value: str) -> float | int | str | None:
@@ -55,13 +64,14 @@ def from_file(path: Path, *, model: str, label: str = "label") -> Iterator[dict[
     """Events from a CSV file (a header row; ``label`` names the label column) or JSON lines.
 
     A JSON line is either a whole event (it has ``features``) or a flat object whose ``label``
-    key is the label and whose other keys are the features.
+    key is the label and whose other keys are the features. A row without the label column
+    gives an event without ``label``.
     """
     with open(path, newline="") as handle:
         if path.suffix == ".csv":
             for index, row in enumerate(csv.DictReader(handle)):
                 features = {name: _number_or_text(value) for name, value in row.items()}
-                yield _event(model, index, features, features.pop(label))
+                yield _event(model, index, features, features.pop(label, _NO_LABEL))
             return
         for index, line in enumerate(handle):
             if not line.strip():
@@ -70,7 +80,7 @@ def from_file(path: Path, *, model: str, label: str = "label") -> Iterator[dict[
             if "features" in obj:
                 yield {"model": model, "event_id": f"{model}-{index}", "ts": time.time(), **obj}
             else:
-                yield _event(model, index, obj, obj.pop(label))
+                yield _event(model, index, obj, obj.pop(label, _NO_LABEL))
 
 
 def from_dataset(name: str, *, model: str) -> Iterator[dict[str, Any]]:

@@ -10,6 +10,8 @@ control of the consumer, and the dead-letter record of a message.
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
@@ -20,8 +22,11 @@ from streams.admin import DEAD_LETTER_MAX_BYTES
 from streams.config import DriftlineConfig
 from streams.contract import InvalidEvent, dead_letter_record
 from streams.settings import faust_broker_options
+from streams.workers.logs import quiet_kafka_clients
 
 __all__ = ["WorkerApp", "dead_letter_of"]
+
+log = logging.getLogger("driftline.worker")
 
 FETCH_BYTES_PER_PARTITION = 16 * 1024 * 1024
 MAX_POLL_RECORDS = 10_000
@@ -38,6 +43,11 @@ def dead_letter_of(message: Any, error: InvalidEvent) -> tuple[bytes, bytes]:
         offset=message.offset,
         key=message.key,
     )
+
+
+def _faust_tps(tps: Iterable[Any]) -> set[TP]:
+    # A message's tp is aiokafka's TopicPartition, which faust's flow control asserts against.
+    return {TP(tp.topic, tp.partition) for tp in tps}
 
 
 class WorkerApp:
@@ -81,6 +91,25 @@ class WorkerApp:
             broker_heartbeat_interval=config.worker.session_timeout / 5,
         )
         self._outputs = {name: self._raw_topic(name) for name in outputs}
+        self._input = ""
+        self._ready = False
+
+    def every(self, seconds: float, tick: Callable[[], Awaitable[None] | None]) -> None:
+        """Call ``tick`` every ``seconds`` while the worker runs (awaited if a coroutine)."""
+
+        async def timer() -> None:
+            ticked = tick()
+            if ticked is not None:
+                await ticked
+
+        self.app.timer(interval=seconds, name=f"{getattr(tick, '__name__', 'tick')}-timer")(timer)
+
+    def run(self, *, log_level: str) -> None:
+        """Run the worker until SIGINT or SIGTERM: logs as :mod:`streams.workers.logs` says."""
+        worker = _Worker(self.app, loglevel=log_level, quiet=True)
+        if not sys.stdout.isatty():
+            worker.spinner = None  # its escape codes would garble log files
+        worker.execute_from_commandline()
 
     def _raw_topic(self, name: str) -> faust.TopicT:
         return self.app.topic(name, key_serializer="raw", value_serializer="raw")
@@ -92,6 +121,7 @@ class WorkerApp:
 
     def consume(self, topic: str, handle: Callable[[EventT], Awaitable[None]]) -> None:
         """Hand every record of ``topic``, in order, to ``handle``, which acknowledges it."""
+        self._input = topic
 
         async def agent(stream: faust.StreamT) -> None:
             # One at a time: faust commits past an event still in hand with concurrency > 1.
@@ -113,27 +143,33 @@ class WorkerApp:
             await revoked(set(args[0]))
 
         async def on_assigned(sender: Any, *args: Any, signal: Any = None, **_: Any) -> None:
+            if not self._ready:
+                self._ready = True
+                log.info("ready: group %s, consuming %s", self.app.conf.id, self._input)
             assigned(set(args[0]))
 
         # mode types signal receivers too narrowly for coroutine functions, which it does await.
         self.app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
         self.app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
 
-    def on_shutdown(self, stop: Callable[[], None]) -> None:
-        """Call ``stop`` when the worker begins to shut down."""
+    def on_shutdown(self, stop: Callable[[], Awaitable[None] | None]) -> None:
+        """Call (and await, if it is a coroutine function) ``stop`` when the worker begins to shut
+        down (SIGINT, SIGTERM), while the producer still runs."""
 
         async def on_before_shutdown(sender: Any, *args: Any, signal: Any = None, **_: Any) -> None:
-            stop()
+            stopped = stop()
+            if stopped is not None:
+                await stopped
 
         self.app.on_before_shutdown.connect(on_before_shutdown)  # type: ignore[arg-type]
 
     def pause(self, tps: Iterable[TP]) -> None:
         """Stop fetching from ``tps`` (what is already buffered is still delivered)."""
-        self.app.consumer.pause_partitions(tps)
+        self.app.consumer.pause_partitions(_faust_tps(tps))
 
     def resume(self, tps: Iterable[TP]) -> None:
         """Fetch from ``tps`` again."""
-        self.app.consumer.resume_partitions(tps)
+        self.app.consumer.resume_partitions(_faust_tps(tps))
 
     def give_up(self, tp: TP) -> None:
         """Ask the group to rebalance, so that ``tp`` goes to whoever the group assigns it now.
@@ -145,3 +181,11 @@ class WorkerApp:
         coordinator = thread._consumer._coordinator
         # aiokafka runs in faust's consumer thread, on its own event loop.
         thread.thread_loop.call_soon_threadsafe(coordinator.request_rejoin)
+
+
+class _Worker(faust.Worker):
+    """faust's worker, with the Kafka clients' and faust's chatter kept for debug."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        quiet_kafka_clients(level)

@@ -50,16 +50,16 @@ from collections.abc import Awaitable, Callable, Collection, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-import faust
 import orjson
 from faust.types import EventT
 
 from streams.config import DriftlineConfig
-from streams.contract import InvalidEvent, UnlabeledEvent, decode_unlabeled
+from streams.contract import InvalidEvent, ReasonCode, UnlabeledEvent, decode_unlabeled
 from streams.registry.client import RegistryClient, RegistrySubscription
 from streams.registry.records import ModelVersion, serving_records
 from streams.settings import Settings
 from streams.workers.app import WorkerApp, dead_letter_of
+from streams.workers.logs import Progress
 from trainers.candidates import Candidate
 from trainers.errors import ArtifactIntegrityError
 
@@ -103,6 +103,8 @@ class ServingTable:
         self._entries: dict[str, Serving] = {}
         self.ready = threading.Event()
         """Set once the registry has been read as it was when following started."""
+        self.refused: dict[str, str] = {}
+        """Per model, why its versions could not be verified (signed with another key)."""
 
     def get(self, model: str) -> Serving | None:
         """The serving version of ``model``, or None when it has none yet."""
@@ -153,6 +155,7 @@ class RegistryFollower(threading.Thread):
             records = subscription.poll(self.poll_timeout)
             if records:
                 self.apply(records)
+            self.table.refused.update(subscription.refused)
             if not self.table.ready.is_set() and subscription.caught_up:
                 log.info("registry read up to its end; scoring can start")
                 self.table.ready.set()
@@ -238,6 +241,7 @@ class ScoringRuntime:
         self.clock = clock
         # When each model without a version started waiting; its deadline is this + max_wait.
         self._waiting_since: dict[str, float] = {}
+        self.progress = Progress(log, "scored")
 
     async def handle(self, event: EventT) -> None:
         """Score one record of the unlabeled-events topic (the agent's whole body)."""
@@ -248,17 +252,24 @@ class ScoringRuntime:
                 message.value, max_bytes=self.config.worker.max_event_bytes
             )
             if unlabeled.model not in self.config.models:
-                raise InvalidEvent("unknown_model", f"model {unlabeled.model!r} is not configured")
+                raise InvalidEvent(
+                    ReasonCode.UNKNOWN_MODEL, f"model {unlabeled.model!r} is not configured"
+                )
             serving = await self._serving(unlabeled.model)
+            if serving is None and unlabeled.model in self.table.refused:
+                raise InvalidEvent(
+                    ReasonCode.UNVERIFIED_VERSION, self.table.refused[unlabeled.model]
+                )
             if serving is None:
                 raise InvalidEvent(
-                    "no_version",
+                    ReasonCode.NO_VERSION,
                     f"model {unlabeled.model!r} has no servable version after {self.max_wait:g} s",
                 )
             value = self._score(unlabeled, serving)
         except InvalidEvent as error:
             delivery = await self._dead_letter(message, error)
         else:
+            self.progress.handled()
             delivery = await self.send(
                 self.config.topics.predictions, unlabeled.model.encode(), value
             )
@@ -272,7 +283,9 @@ class ScoringRuntime:
             log.exception(
                 "%s v%d failed on %s", event.model, serving.record.version, event.event_id
             )
-            raise InvalidEvent("model_error", f"{type(error).__name__}: {error}") from error
+            raise InvalidEvent(
+                ReasonCode.MODEL_ERROR, f"{type(error).__name__}: {error}"
+            ) from error
 
     async def _wait_until_ready(self) -> None:
         # Unbounded on purpose: until the registry is read, "no version" would be a guess.
@@ -296,8 +309,7 @@ class ScoringRuntime:
         return serving
 
     async def _dead_letter(self, message: Any, error: InvalidEvent) -> asyncio.Future[Any]:
-        tp = message.tp
-        log.warning("dead letter %s[%d]@%d: %s", tp.topic, tp.partition, message.offset, error)
+        self.progress.dead_letter(error.code)
         key, value = dead_letter_of(message, error)
         return await self.send(self.config.topics.dlq, key, value)
 
@@ -322,7 +334,7 @@ def create_app(
     *,
     max_wait: float = DEFAULT_MAX_WAIT,
     group: str | None = None,
-) -> faust.App:
+) -> WorkerApp:
     """The scoring worker's faust app: one topic in, one agent, a registry follower thread.
 
     ``group`` (the consumer group) defaults to the trainer's group with ``-scorer`` appended.
@@ -349,5 +361,6 @@ def create_app(
         follower.start()
 
     worker.on_shutdown(follower.stop)
+    worker.every(config.worker.progress_interval, runtime.progress.log)
 
-    return app
+    return worker

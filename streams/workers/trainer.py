@@ -31,7 +31,6 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
-import faust
 import orjson
 import redis
 import redis.asyncio as aioredis
@@ -46,6 +45,7 @@ from streams.settings import Settings
 from streams.workers.app import WorkerApp, dead_letter_of
 from streams.workers.checkpoint import CheckpointRefused, Claim, RedisCheckpointStore
 from streams.workers.ledger import ConsumerControl, PartitionLedger, PartitionState
+from streams.workers.logs import Progress
 from streams.workers.outbox import Outbox, Send
 from trainers.errors import ConfigError, LabelError, SnapshotError
 from trainers.spec import reset_targets
@@ -108,6 +108,7 @@ class TrainingRuntime:
         self.owners: dict[str, int] = {}
         self.registry_caught_up = asyncio.Event()
         self.lock = asyncio.Lock()
+        self.progress = Progress(log, "learned")
 
     async def handle(self, event: EventT) -> None:
         """Handle one record of the labeled-events topic (the agent's whole body)."""
@@ -127,6 +128,12 @@ class TrainingRuntime:
         """Checkpoint if one is due: the timer's call, so that an idle stream is committed too."""
         async with self.lock:
             await self.ledger.checkpoint_if_due()
+
+    async def stop(self) -> None:
+        """Checkpoint everything before the worker exits, so a restart replays nothing."""
+        async with self.lock:
+            if await self.ledger.checkpoint():
+                log.info("final checkpoint saved")
 
     async def release(self, revoked: set[TP]) -> None:
         """Checkpoint the partitions this worker loses, then forget them."""
@@ -210,6 +217,7 @@ class TrainingRuntime:
             await self._dead_letter(message, InvalidEvent(ReasonCode.LABEL_MISMATCH, str(error)))
             return False
         state.dirty.add(event.model)
+        self.progress.handled()
         if len(trainer.quarantined) > quarantined:
             log.error(
                 "%s: candidates quarantined at %s[%d]@%d (they stop learning and competing; "
@@ -265,6 +273,7 @@ class TrainingRuntime:
                 await asyncio.sleep(self.ledger.backoff())
 
     async def _dead_letter(self, message: Any, error: InvalidEvent) -> None:
+        self.progress.dead_letter(error.code)
         key, value = dead_letter_of(message, error)
         await self.outbox.send(self.config.topics.dlq, key, value)
 
@@ -289,7 +298,7 @@ def create_app(
     settings: Settings,
     *,
     reset_candidates: Collection[str] = frozenset(),
-) -> faust.App:
+) -> WorkerApp:
     """The trainer worker's faust app: one topic in, one agent, a checkpoint timer.
 
     Raises :class:`~trainers.errors.ConfigError` for a ``reset_candidates`` entry that names no
@@ -333,9 +342,9 @@ def create_app(
     )
     worker.consume(topics.labeled, runtime.handle)
 
-    @app.timer(interval=config.worker.checkpoint_interval)
-    async def checkpoint() -> None:
-        await runtime.checkpoint()
+    worker.every(config.worker.checkpoint_interval, runtime.checkpoint)
+    worker.every(config.worker.progress_interval, runtime.progress.log)
+    worker.on_shutdown(runtime.stop)
 
     subscription: RegistrySubscription | None = None
 
@@ -354,4 +363,4 @@ def create_app(
 
     worker.on_rebalance(revoked=runtime.release, assigned=runtime.assigned)
 
-    return app
+    return worker

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import stat
+from pathlib import Path
 
 import redis
 
@@ -16,8 +18,13 @@ def test_up_reuses_a_healthy_stack_and_down_leaves_no_process(tmp_path, driftlin
     env = {**os.environ, "DRIFTLINE_STACK_DIR": str(tmp_path / "stack")}
     first = driftline("stack", "up", env=env)
     assert first.returncode == 0, first.stderr
-    settings = dict(line.split("=", 1) for line in first.stdout.strip().splitlines())
-    assert set(settings) == {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL"}
+    lines = first.stdout.strip().splitlines()
+    assert all(line.startswith("export ") for line in lines), lines
+    settings = dict(line.removeprefix("export ").split("=", 1) for line in lines)
+    assert set(settings) == {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "DRIFTLINE_SIGNING_KEY_FILE"}
+    key_file = Path(settings["DRIFTLINE_SIGNING_KEY_FILE"])
+    assert key_file.parent == tmp_path / "stack"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     stack = LocalStack(tmp_path / "stack")
     pids = [stack.pid_of("kafka"), stack.pid_of("redis")]
     try:
@@ -40,5 +47,6 @@ def test_up_reuses_a_healthy_stack_and_down_leaves_no_process(tmp_path, driftlin
     assert down.returncode == 0, down.stderr
     assert not any(is_alive(pid) for pid in pids)
     assert not (tmp_path / "stack" / "kafka").exists()
+    assert not key_file.exists()
     assert driftline("stack", "status", env=env).returncode == 1
     assert driftline("ping", env={**env, **settings}).returncode == 1

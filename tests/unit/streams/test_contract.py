@@ -236,7 +236,7 @@ def test_every_reason_code_keeps_its_json_value() -> None:
         for name in [
             *["not_json", "not_object", "missing_field", "wrong_type", "empty_field"],
             *["non_finite", "out_of_range", "oversize", "bad_timestamp"],
-            *["unknown_model", "label_mismatch", "model_error", "no_version"],
+            *["unknown_model", "label_mismatch", "model_error", "no_version", "unverified_version"],
             *["key_mismatch", "wrong_partition", "no_prediction", "rejected"],
         ]
     }

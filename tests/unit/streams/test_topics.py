@@ -12,6 +12,7 @@ def test_default_prefix_gives_the_documented_names(monkeypatch: pytest.MonkeyPat
     assert Topics.from_env() == Topics(
         labeled="driftline.events.labeled",
         unlabeled="driftline.events.unlabeled",
+        outcomes="driftline.events.outcomes",
         dlq="driftline.events.dlq",
         registry="driftline.models.registry",
         predictions="driftline.predictions",
