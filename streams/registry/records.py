@@ -58,12 +58,14 @@ __all__ = [
     "ModelVersion",
     "RecordKind",
     "RecordSignatureError",
+    "ServingState",
     "default_operator",
     "library_versions",
     "manual_record",
     "parse_record",
     "read_registry",
     "serving_records",
+    "serving_state",
     "verified",
 ]
 
@@ -72,20 +74,40 @@ class RecordKind(StrEnum):
     """What a registry record says, as its ``kind`` field holds it (the JSON value)."""
 
     INITIAL = "initial"
-    """A trainer's first champion of a model."""
+    """A trainer's first champion of a model: serves at once."""
     CHALLENGER = "challenger"
-    """A trainer's challenger that beat the champion."""
-    MANUAL = "manual"
-    """An operator's promote."""
-    ROLLBACK = "rollback"
-    """An operator's rollback to an earlier version."""
-    # Reserved for planned records, so that readers of today parse them instead of skipping them
-    # as malformed; nothing publishes them yet.
+    """A trainer's challenger that beat the champion: serves at once (``direct`` rollout)."""
     REFRESH = "refresh"
+    """A fresher copy of the champion the trainer keeps learning: serves at once (``direct``)."""
     CANARY = "canary"
+    """A version on trial that serves ``rollout["fraction"]`` of the events, the rest staying
+    with the stable version, until a ``rollout`` or a ``rollback`` ends the trial."""
+    SHADOW = "shadow"
+    """A version on trial that scores every event beside the stable version, never served."""
+    MANUAL = "manual"
+    """An operator's promote: the version serves as stable at once."""
     ROLLOUT = "rollout"
+    """The version on trial becomes stable (the guardrail's decision, or an operator's)."""
+    ROLLBACK = "rollback"
+    """Back to an earlier version as stable; a trial running is stopped."""
     ALERT = "alert"
+    """The stable version's live metric fell below its own level: no change of what serves."""
 
+
+NEW_VERSION_KINDS = frozenset(
+    {
+        RecordKind.INITIAL,
+        RecordKind.CHALLENGER,
+        RecordKind.REFRESH,
+        RecordKind.CANARY,
+        RecordKind.SHADOW,
+    }
+)
+"""Kinds a trainer issues a new version number with (operators may publish a trial of an
+existing version as ``canary`` or ``shadow`` too, repeating its number)."""
+
+TRIAL_KINDS = frozenset({RecordKind.CANARY, RecordKind.SHADOW})
+"""Kinds that put a version on trial beside the stable one."""
 
 MANUAL_KINDS = frozenset({RecordKind.MANUAL, RecordKind.ROLLBACK})
 """Kinds of the records an operator publishes; they never issue a version number."""
@@ -133,6 +155,9 @@ class ModelVersion:
     libraries: dict[str, str] = field(default_factory=lambda: library_versions())
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     operator: str | None = None
+    rollout: dict[str, Any] | None = None
+    """For a trial (``canary``, ``shadow``): ``{"fraction": f}`` of the events it serves (1.0 for
+    a shadow, which scores all of them and serves none)."""
     signature: str | None = None
 
     def __post_init__(self) -> None:
@@ -257,8 +282,52 @@ def manual_record(
 
 
 def serving_records(records: Iterable[ModelVersion]) -> dict[str, ModelVersion]:
-    """The record that says which version serves, per model: the last one in log order."""
-    return {record.model: record for record in records}
+    """The record of the stable version, per model (see :func:`serving_state`)."""
+    return {model: state.stable for model, state in serving_state(records).items()}
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """What serves one model: its stable version, and the version on trial beside it, if any."""
+
+    stable: ModelVersion
+    trial: ModelVersion | None = None
+
+    @property
+    def canary_fraction(self) -> float:
+        """The share of events the trial serves (0 without a canary; a shadow serves none)."""
+        if self.trial is None or self.trial.kind is not RecordKind.CANARY:
+            return 0.0
+        return float((self.trial.rollout or {}).get("fraction", 0.0))
+
+
+def serving_state(records: Iterable[ModelVersion]) -> dict[str, ServingState]:
+    """Per model, what its records (in log order) say serves now.
+
+    A record that is not an ``alert`` or a trial makes its version the stable one and ends any
+    trial; a ``canary`` or ``shadow`` record puts its version on trial beside the stable one
+    (or makes it stable, for a model that has none yet).
+
+    >>> ref = ArtifactRef(key="k", sha256="0", size=1, signature="s")
+    >>> def record(version, kind):
+    ...     return ModelVersion("sea", version, kind, {}, None, "", {}, {}, ref)
+    >>> log = [record(1, "initial"), record(2, "canary"), record(2, "rollback")]
+    >>> [(s.stable.version, s.trial and s.trial.version) for s in serving_state(log[:2]).values()]
+    [(1, 2)]
+    >>> state = serving_state(log)["sea"]
+    >>> state.stable.version, state.stable.kind.value, state.trial
+    (2, 'rollback', None)
+    """
+    states: dict[str, ServingState] = {}
+    for record in records:
+        current = states.get(record.model)
+        if record.kind is RecordKind.ALERT:
+            continue
+        if record.kind in TRIAL_KINDS and current is not None:
+            states[record.model] = ServingState(current.stable, record)
+        else:
+            states[record.model] = ServingState(record)
+    return states
 
 
 def library_versions() -> dict[str, str]:

@@ -18,10 +18,12 @@ from streams.registry.records import (
     ModelVersion,
     RecordKind,
     RecordSignatureError,
+    ServingState,
     default_operator,
     manual_record,
     parse_record,
     serving_records,
+    serving_state,
     verified,
 )
 from trainers.errors import ArtifactIntegrityError
@@ -138,10 +140,10 @@ def test_a_diff_lists_the_leaves_that_differ():
 
 
 def test_kinds_keep_their_json_values():
-    assert [kind.value for kind in RecordKind] == [
-        *["initial", "challenger", "manual", "rollback"],
-        *["refresh", "canary", "rollout", "alert"],
-    ]
+    assert {kind.value for kind in RecordKind} == {
+        *["initial", "challenger", "refresh", "canary", "shadow"],
+        *["manual", "rollout", "rollback", "alert"],
+    }
     assert {RecordKind.MANUAL, RecordKind.ROLLBACK} == MANUAL_KINDS
     record = trained(1)
     assert record.kind is RecordKind.INITIAL  # the string given became the enum
@@ -283,3 +285,20 @@ def test_loading_a_forged_record_refuses_before_touching_redis(case):
     with pytest.raises(RecordSignatureError):
         load(store, forged, key=KEY)
     assert store.reads == []
+
+
+def test_a_trial_serves_beside_the_stable_version_until_a_rollout_or_a_rollback():
+    stable, canary = (
+        trained(1),
+        dataclasses.replace(trained(2), kind="canary", rollout={"fraction": 0.1}),
+    )
+    state = serving_state([stable, canary])["sea"]
+    assert (state.stable.version, state.trial.version, state.canary_fraction) == (1, 2, 0.1)
+    rolled_out = dataclasses.replace(canary, kind="rollout", rollout=None)
+    assert serving_state([stable, canary, rolled_out])["sea"] == ServingState(rolled_out)
+    alert = dataclasses.replace(stable, kind="alert")
+    assert serving_state([stable, canary, alert])["sea"] == state
+    shadow = dataclasses.replace(canary, kind="shadow")
+    assert serving_state([stable, shadow])["sea"].canary_fraction == 0.0
+    assert serving_state([canary])["sea"] == ServingState(canary), "a first version serves"
+    assert serving_records([stable, canary]) == {"sea": stable}
