@@ -12,6 +12,7 @@ the worker's own settings under ``worker``::
     session_timeout = 10.0        # seconds before the group gives a silent worker's partitions away
     max_unacked_events = 50000    # events held for a checkpoint (Redis away) before pausing
     progress_interval = 30.0      # seconds between two progress lines in the log
+    metrics_interval = 5.0        # seconds between two live-metrics reports of a scorer
 
     [models.sea]
     task = "classification"
@@ -86,6 +87,7 @@ class WorkerSettings:
     session_timeout: float = 10.0
     max_unacked_events: int = 50_000
     progress_interval: float = 30.0
+    metrics_interval: float = 5.0
 
 
 @dataclass(frozen=True)

@@ -160,12 +160,18 @@ class LabeledEvent(Event):
     """An event with its ground-truth label: a class (str, int, bool) or a number."""
 
     label: object
+    join: tuple[str, int] | None = None
+    """Set on events the scorer made by joining an outcome to its prediction: the scorer
+    partition (``"<group>/<p>"``) and the join's number there, by which a trainer drops a join
+    it has already learned (see :mod:`streams.workers.join`)."""
 
     def to_json_object(self) -> dict[str, Any]:
         """The event as the JSON object of the wire contract."""
         # Explicit base call: zero-argument super() fails in slots=True dataclasses.
         json_object = Event.to_json_object(self)
         json_object["label"] = self.label
+        if self.join is not None:
+            json_object["join"] = {"source": self.join[0], "seq": self.join[1]}
         return json_object
 
 
@@ -199,7 +205,19 @@ def decode_unlabeled(raw: bytes | None, *, max_bytes: int = DEFAULT_MAX_BYTES) -
 def validate_labeled(obj: Mapping[str, Any]) -> LabeledEvent:
     """Validate an already-parsed event object (e.g. built by a producer)."""
     event_id, model, ts, features = _validate_common(obj)
-    return LabeledEvent(event_id, model, ts, features, _validate_label(obj))
+    return LabeledEvent(event_id, model, ts, features, _validate_label(obj), _validate_join(obj))
+
+
+def _validate_join(obj: Mapping[str, Any]) -> tuple[str, int] | None:
+    join = obj.get("join")
+    if join is None:
+        return None
+    source, seq = (join.get("source"), join.get("seq")) if type(join) is dict else (None, None)
+    if type(source) is not str or type(seq) is not int:
+        raise InvalidEvent(
+            ReasonCode.WRONG_TYPE, "join must be an object with a string source and an int seq"
+        )
+    return source, seq
 
 
 def decode_outcome(raw: bytes | None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Outcome:

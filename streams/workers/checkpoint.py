@@ -5,7 +5,8 @@ unit of ownership: the worker that owns it trains its models. Its checkpoint is 
 
 - ``epoch``: incremented by every worker that claims the partition; a save carries the epoch its
   worker claimed and is refused once another worker has claimed since (:class:`CheckpointFenced`);
-- ``manifest``: JSON ``{"epoch", "cursor", "models": {name: sha256}}`` and its HMAC-SHA256
+- ``manifest``: JSON ``{"epoch", "cursor", "models": {name: sha256}, "sources": {name: seq}}``
+  and its HMAC-SHA256
   signature: ``cursor`` is the offset of the last event fully handled (every event at or before
   it is in the saved state), ``models`` the digest of each model's snapshot;
 - ``models``: a hash of model name to snapshot bytes
@@ -28,7 +29,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 import redis
@@ -82,6 +83,8 @@ class Claim:
     epoch: int
     cursor: int
     snapshots: dict[str, bytes]
+    sources: dict[str, int] = field(default_factory=dict)
+    """The last join ``seq`` learned per scorer partition (see :mod:`streams.workers.join`)."""
 
     @property
     def digests(self) -> dict[str, str]:
@@ -103,6 +106,7 @@ class PartitionCheckpoints(Protocol):
         cursor: int,
         snapshots: dict[str, bytes],
         digests: Mapping[str, str] | None = None,
+        sources: Mapping[str, int] | None = None,
     ) -> dict[str, str]: ...
 
     async def own(self, topic: str, model: str, partition: int) -> int: ...
@@ -186,7 +190,12 @@ class RedisCheckpointStore:
                 raise CheckpointRefused(
                     f"{topic}[{partition}]: the snapshot of {model!r} differs from the signed one"
                 )
-        return Claim(epoch=int(epoch), cursor=int(manifest["cursor"]), snapshots=snapshots)
+        return Claim(
+            epoch=int(epoch),
+            cursor=int(manifest["cursor"]),
+            snapshots=snapshots,
+            sources={source: int(seq) for source, seq in manifest.get("sources", {}).items()},
+        )
 
     def _verified_manifest(self, topic: str, partition: int, raw: bytes) -> dict[str, Any]:
         try:
@@ -213,6 +222,7 @@ class RedisCheckpointStore:
         cursor: int,
         snapshots: dict[str, bytes],
         digests: Mapping[str, str] | None = None,
+        sources: Mapping[str, int] | None = None,
     ) -> dict[str, str]:
         """Write the signed manifest and ``snapshots`` atomically, unless fenced.
 
@@ -221,7 +231,12 @@ class RedisCheckpointStore:
         Returns the manifest's digests, every model's.
         """
         models = {**(digests or {}), **{m: snapshot_digest(blob) for m, blob in snapshots.items()}}
-        manifest = {"epoch": epoch, "cursor": cursor, "models": models}
+        manifest = {
+            "epoch": epoch,
+            "cursor": cursor,
+            "models": models,
+            "sources": dict(sources or {}),
+        }
         envelope = {
             "manifest": manifest,
             "signature": _sign(self._key, self._group, topic, partition, manifest),

@@ -131,6 +131,8 @@ class PartitionState:
     models: dict[str, Any]
     digests: dict[str, str]
     saved_cursor: int
+    sources: dict[str, int] = field(default_factory=dict)
+    """The last joined record learned per scorer partition: replays of older ones are dropped."""
     pending: list[LedgerEvent] = field(default_factory=list)
     dirty: set[str] = field(default_factory=set)
 
@@ -252,6 +254,7 @@ class PartitionLedger:
             models=models,
             digests=claim.digests,
             saved_cursor=claim.cursor,
+            sources=dict(claim.sources),
         )
         self.partitions[tp] = state
         return state
@@ -308,6 +311,7 @@ class PartitionLedger:
             cursor=state.cursor,
             snapshots={model: state.models[model].snapshot() for model in state.dirty},
             digests=state.digests,
+            sources=state.sources,
         )
         state.saved_cursor = state.cursor
         state.dirty.clear()

@@ -43,25 +43,37 @@ partition's commits there, so a restart scores it again rather than losing it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Collection, Hashable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from faust.types import EventT
+import redis.asyncio as aioredis
+from faust.types import TP, EventT
 
 from streams.config import DriftlineConfig
-from streams.contract import InvalidEvent, ReasonCode, UnlabeledEvent, decode_unlabeled
+from streams.contract import (
+    InvalidEvent,
+    ReasonCode,
+    UnlabeledEvent,
+    decode_outcome,
+    decode_unlabeled,
+)
 from streams.registry.client import RegistryClient, RegistrySubscription
-from streams.registry.records import ModelVersion, serving_records
+from streams.registry.records import TRIAL_KINDS, ModelVersion, RecordKind, serving_state
 from streams.settings import Settings
-from streams.workers.app import WorkerApp, dead_letter_of
+from streams.workers.app import WorkerApp
+from streams.workers.checkpoint import RedisCheckpointStore
+from streams.workers.join import Joiner, Served, arm_of
 from streams.workers.logs import Progress
 from trainers.candidates import Candidate
 from trainers.errors import ArtifactIntegrityError
+from trainers.guardrail import ALERT, ROLLBACK, ROLLOUT, GuardDecision
 
 __all__ = [
     "DEFAULT_MAX_WAIT",
@@ -70,7 +82,6 @@ __all__ = [
     "Serving",
     "ServingTable",
     "create_app",
-    "encode_prediction",
 ]
 
 log = logging.getLogger("driftline.scorer")
@@ -80,8 +91,8 @@ DEFAULT_MAX_WAIT = 30.0
 _WAIT_POLL_SECONDS = 0.05
 _READY_WARNING_EVERY = 10.0
 
-Send = Callable[[str, bytes, bytes], Awaitable["asyncio.Future[Any]"]]
-"""Sends (topic, key, value); returns a future that resolves once the broker has the record."""
+# How often pending predictions and outcomes are checked against their horizon.
+SWEEP_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -101,18 +112,27 @@ class ServingTable:
 
     def __init__(self) -> None:
         self._entries: dict[str, Serving] = {}
+        self._trials: dict[str, Serving | None] = {}
         self.ready = threading.Event()
         """Set once the registry has been read as it was when following started."""
         self.refused: dict[str, str] = {}
         """Per model, why its versions could not be verified (signed with another key)."""
 
     def get(self, model: str) -> Serving | None:
-        """The serving version of ``model``, or None when it has none yet."""
+        """The stable version of ``model``, or None when it has none yet."""
         return self._entries.get(model)
 
     def put(self, serving: Serving) -> None:
-        """Serve ``serving`` for its model from the next event on."""
+        """Serve ``serving`` as its model's stable version from the next event on."""
         self._entries[serving.record.model] = serving
+
+    def trial(self, model: str) -> Serving | None:
+        """The version on trial beside the stable one (a canary or a shadow), if any."""
+        return self._trials.get(model)
+
+    def put_trial(self, model: str, serving: Serving | None) -> None:
+        """Put ``serving`` on trial for ``model`` (None ends the trial)."""
+        self._trials[model] = serving
 
 
 class RegistryFollower(threading.Thread):
@@ -135,11 +155,13 @@ class RegistryFollower(threading.Thread):
         self.table = table
         self.models = frozenset(models)
         self.poll_timeout = poll_timeout
+        self.records: list[ModelVersion] = []
         self._stopping = threading.Event()
 
     def run(self) -> None:
         while not self._stopping.is_set():
             try:
+                self.records = []  # read again from the beginning
                 with self.client.subscribe(from_beginning=True) as subscription:
                     self._follow(subscription)
             except Exception:  # a broker or Redis outage must not end the thread
@@ -161,57 +183,52 @@ class RegistryFollower(threading.Thread):
                 self.table.ready.set()
 
     def apply(self, records: list[ModelVersion]) -> None:
-        """Serve what ``records`` (in log order) say, loading only what each model needs."""
-        for model, last in serving_records(records).items():
+        """Serve what the registry (every record so far, in log order) says, loading only what
+        changed; a version whose artifact fails its checks is refused and the model keeps what
+        it served."""
+        self.records.extend(records)
+        for model, state in serving_state(self.records).items():
             if model not in self.models:
                 continue
-            # Applying the records one by one would serve the last one whose artifact loads; so
-            # try them from the last backwards and stop at the first that loads.
-            for record in reversed([r for r in records if r.model == model]):
-                if self._serve(record):
-                    break
-            serving = self.table.get(model)
-            if serving is None or serving.record is not last:
+            if not self._serve(state.stable):
                 log.error("%s keeps serving its previous version", model)
+            trial = self.table.trial(model)
+            if state.trial is None:
+                self.table.put_trial(model, None)
+            elif trial is None or trial.record != state.trial:
+                self.table.put_trial(model, self._load(state.trial, trial))
 
-    def _serve(self, record: ModelVersion) -> bool:
-        current = self.table.get(record.model)
+    def _load(self, record: ModelVersion, current: Serving | None) -> Serving | None:
         if current is not None and current.record.artifact == record.artifact:
             # The very bytes and signature already verified, under a new record: no reload.
-            self.table.put(Serving(record, current.model))
-            return True
+            return Serving(record, current.model)
         try:
             model = self.client.load(record)
         except ArtifactIntegrityError as error:
             log.error("refusing %s v%d (%s): %s", record.model, record.version, record.kind, error)
-            return False
-        self.table.put(Serving(record, model))
+            return None
         log.info(
-            "%s: now serving v%d (%s: %s)", record.model, record.version, record.kind, record.reason
+            "%s: v%d %s (%s: %s)",
+            record.model,
+            record.version,
+            "on trial" if record.kind in TRIAL_KINDS else "now serving",
+            record.kind,
+            record.reason,
         )
-        return True
+        return Serving(record, model)
 
-
-def encode_prediction(
-    event: UnlabeledEvent,
-    version: int,
-    prediction: Any,
-    probabilities: dict[Hashable, float] | None,
-) -> bytes:
-    """The value of a prediction record (class keys such as ``True`` become JSON strings)."""
-    value: dict[str, Any] = {
-        "event_id": event.event_id,
-        "model": event.model,
-        "version": version,
-        "prediction": prediction,
-    }
-    if probabilities is not None:
-        value["probabilities"] = probabilities
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+    def _serve(self, record: ModelVersion) -> bool:
+        current = self.table.get(record.model)
+        if current is not None and current.record == record:
+            return True
+        serving = self._load(record, current)
+        if serving is not None:
+            self.table.put(serving)
+        return serving is not None
 
 
 class ScoringRuntime:
-    """Everything the scoring agent does, apart from being a faust agent.
+    """Everything the scoring agents do, apart from being faust agents.
 
     Parameters
     ----------
@@ -219,8 +236,10 @@ class ScoringRuntime:
         The parsed configuration: which models to serve, the topics, the event size limit.
     table
         The serving versions, kept up to date by a :class:`RegistryFollower`.
-    send
-        Produces a record and gives back its delivery.
+    joiner
+        Commits what each message changes, joins outcomes to predictions, publishes.
+    publish_record
+        Publishes a registry record the live guardrail decided (signed by the caller).
     max_wait
         Seconds a model without a version is waited for before its events are dead-lettered.
     """
@@ -230,62 +249,176 @@ class ScoringRuntime:
         config: DriftlineConfig,
         *,
         table: ServingTable,
-        send: Send,
+        joiner: Joiner,
+        publish_record: Callable[[ModelVersion], Awaitable[None]],
         max_wait: float = DEFAULT_MAX_WAIT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.table = table
-        self.send = send
+        self.joiner = joiner
+        self.publish_record = publish_record
         self.max_wait = max_wait
         self.clock = clock
         # When each model without a version started waiting; its deadline is this + max_wait.
         self._waiting_since: dict[str, float] = {}
+        self._decided: set[tuple[str, str, int]] = set()
+        self.lock = asyncio.Lock()
         self.progress = Progress(log, "scored")
 
     async def handle(self, event: EventT) -> None:
-        """Score one record of the unlabeled-events topic (the agent's whole body)."""
+        """Score one record of the unlabeled-events topic (its agent's whole body)."""
         message = event.message
         await self._wait_until_ready()
-        try:
-            unlabeled = decode_unlabeled(
-                message.value, max_bytes=self.config.worker.max_event_bytes
-            )
-            if unlabeled.model not in self.config.models:
-                raise InvalidEvent(
-                    ReasonCode.UNKNOWN_MODEL, f"model {unlabeled.model!r} is not configured"
+        async with self.lock:
+            state = await self.joiner.owned(message.tp.partition)
+            if state is None:
+                return
+            if self.joiner.skips(state, message.tp.topic, message.offset):
+                event.ack()
+                return
+            try:
+                served = await self._score(message)
+            except InvalidEvent as error:
+                self.progress.dead_letter(error.code)
+                committed = await self.joiner.dead_letter(
+                    state, message.tp.partition, message.tp.topic, message, error
                 )
-            serving = await self._serving(unlabeled.model)
-            if serving is None and unlabeled.model in self.table.refused:
-                raise InvalidEvent(
-                    ReasonCode.UNVERIFIED_VERSION, self.table.refused[unlabeled.model]
+            else:
+                self.progress.handled()
+                committed = await self.joiner.served(
+                    state, message.tp.partition, message.offset, served
                 )
-            if serving is None:
-                raise InvalidEvent(
-                    ReasonCode.NO_VERSION,
-                    f"model {unlabeled.model!r} has no servable version after {self.max_wait:g} s",
-                )
-            value = self._score(unlabeled, serving)
-        except InvalidEvent as error:
-            delivery = await self._dead_letter(message, error)
-        else:
-            self.progress.handled()
-            delivery = await self.send(
-                self.config.topics.predictions, unlabeled.model.encode(), value
-            )
-        delivery.add_done_callback(lambda done: _ack_if_delivered(event, done))
+            if committed:
+                event.ack()
 
-    def _score(self, event: UnlabeledEvent, serving: Serving) -> bytes:
+    async def handle_outcome(self, event: EventT) -> None:
+        """Join one record of the outcomes topic (its agent's whole body)."""
+        message = event.message
+        await self._wait_until_ready()
+        async with self.lock:
+            state = await self.joiner.owned(message.tp.partition)
+            if state is None:
+                return
+            if self.joiner.skips(state, message.tp.topic, message.offset):
+                event.ack()
+                return
+            partition = message.tp.partition
+            try:
+                outcome = decode_outcome(
+                    message.value, max_bytes=self.config.worker.max_event_bytes
+                )
+                self._check_model(outcome.model, message.key)
+            except InvalidEvent as error:
+                self.progress.dead_letter(error.code)
+                committed = await self.joiner.dead_letter(
+                    state, partition, message.tp.topic, message, error
+                )
+            else:
+                committed = await self.joiner.outcome(
+                    state, partition, message.offset, outcome, message.value or b""
+                )
+            if committed:
+                event.ack()
+
+    def _check_model(self, model: str, key: bytes | None) -> None:
+        if model not in self.config.models:
+            raise InvalidEvent(ReasonCode.UNKNOWN_MODEL, f"model {model!r} is not configured")
+        if key != model.encode():
+            # Events and outcomes meet in the partition their key hashes to.
+            raise InvalidEvent(
+                ReasonCode.KEY_MISMATCH, f"record key {key!r} is not the model {model!r}"
+            )
+
+    async def _score(self, message: Any) -> Served:
+        event = decode_unlabeled(message.value, max_bytes=self.config.worker.max_event_bytes)
+        self._check_model(event.model, message.key)
+        serving = await self._serving(event.model)
+        if serving is None and event.model in self.table.refused:
+            raise InvalidEvent(ReasonCode.UNVERIFIED_VERSION, self.table.refused[event.model])
+        if serving is None:
+            raise InvalidEvent(
+                ReasonCode.NO_VERSION,
+                f"model {event.model!r} has no servable version after {self.max_wait:g} s",
+            )
+        trial = self.table.trial(event.model)
+        context = {
+            "stable": serving.record.version,
+            "trial": trial.record.version if trial else None,
+            "trial_arm": trial.record.kind.value if trial else None,
+            "reference": _reference_level(serving.record),
+        }
+        if trial is None:
+            arms = [(serving, "stable")]
+        elif trial.record.kind is RecordKind.SHADOW:
+            arms = [(serving, "stable"), (trial, "shadow")]
+        elif (
+            arm_of(event.event_id, float((trial.record.rollout or {}).get("fraction", 0)))
+            == "canary"
+        ):
+            arms = [(trial, "canary")]
+        else:
+            arms = [(serving, "stable")]
+        return Served(event, [self._predict(event, s, arm, context) for s, arm in arms])
+
+    def _predict(
+        self, event: UnlabeledEvent, serving: Serving, arm: str, context: dict[str, Any]
+    ) -> dict[str, Any]:
         try:
             prediction, probabilities = serving.model.predict_with_proba(event.features)
-            return encode_prediction(event, serving.record.version, prediction, probabilities)
         except Exception as error:  # a model that fails on an event must not stop the worker
-            log.exception(
-                "%s v%d failed on %s", event.model, serving.record.version, event.event_id
+            # Counted in the progress line with the other dead letters; the trace is for debug.
+            log.debug("%s v%d failed", event.model, serving.record.version, exc_info=True)
+            reason = f"{type(error).__name__}: {error}"
+            raise InvalidEvent(ReasonCode.MODEL_ERROR, reason) from error
+        return {
+            "version": serving.record.version,
+            "arm": arm,
+            "prediction": _plain(prediction),
+            "probabilities": None
+            if probabilities is None
+            else [[_plain(cls), float(p)] for cls, p in probabilities.items()],
+            "serving": context,
+        }
+
+    async def decided(self, model: str, decision: GuardDecision) -> None:
+        """Publish what the live guardrail decided, once, while it still applies."""
+        serving, trial = self.table.get(model), self.table.trial(model)
+        evidence = decision.evidence
+        if decision.kind == ROLLOUT and trial is not None:
+            if trial.record.version != evidence.get("trial_version"):
+                return
+            target, previous, kind = (
+                trial.record,
+                evidence.get("stable_version"),
+                RecordKind.ROLLOUT,
             )
-            raise InvalidEvent(
-                ReasonCode.MODEL_ERROR, f"{type(error).__name__}: {error}"
-            ) from error
+        elif decision.kind == ROLLBACK and serving is not None:
+            if trial is None or trial.record.version != evidence.get("trial_version"):
+                return
+            target, previous, kind = serving.record, trial.record.version, RecordKind.ROLLBACK
+        elif decision.kind == ALERT and serving is not None:
+            if serving.record.version != evidence.get("stable_version"):
+                return
+            target, previous, kind = serving.record, serving.record.version, RecordKind.ALERT
+        else:
+            return
+        if (kind, model, target.version) in self._decided:
+            return
+        self._decided.add((kind, model, target.version))
+        record = dataclasses.replace(
+            target,
+            kind=kind,
+            previous_version=previous,
+            reason=decision.reason,
+            evidence=evidence,
+            operator="guardrail",
+            rollout=None,
+            created_at=datetime.now(UTC).isoformat(),
+            signature=None,
+        )
+        log.warning("%s: %s of v%d: %s", model, kind.value, target.version, decision.reason)
+        await self.publish_record(record)
 
     async def _wait_until_ready(self) -> None:
         # Unbounded on purpose: until the registry is read, "no version" would be a guess.
@@ -308,24 +441,23 @@ class ScoringRuntime:
             self._waiting_since.pop(model, None)
         return serving
 
-    async def _dead_letter(self, message: Any, error: InvalidEvent) -> asyncio.Future[Any]:
-        self.progress.dead_letter(error.code)
-        key, value = dead_letter_of(message, error)
-        return await self.send(self.config.topics.dlq, key, value)
+
+def _fraction(record: ModelVersion) -> float:
+    return float((record.rollout or {}).get("fraction", 0.0))
 
 
-def _ack_if_delivered(event: EventT, delivery: asyncio.Future[Any]) -> None:
-    if delivery.cancelled() or delivery.exception() is not None:
-        message = event.message
-        log.error(
-            "output of %s[%d]@%d was not delivered (%s); it stays uncommitted",
-            message.tp.topic,
-            message.tp.partition,
-            message.offset,
-            "cancelled" if delivery.cancelled() else delivery.exception(),
-        )
-        return
-    event.ack()
+def _reference_level(record: ModelVersion) -> float | None:
+    """The level a stable version showed at promotion, in the units its monitor takes."""
+    evidence = record.evidence
+    if evidence.get("metric") in ("accuracy", "mae"):
+        level = evidence.get("challenger_metric")
+        return float(level) if isinstance(level, int | float) else None
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python scalar JSON and labels compare with."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def create_app(
@@ -335,32 +467,82 @@ def create_app(
     max_wait: float = DEFAULT_MAX_WAIT,
     group: str | None = None,
 ) -> WorkerApp:
-    """The scoring worker's faust app: one topic in, one agent, a registry follower thread.
+    """The scoring worker's faust app: events and outcomes in, a registry follower thread.
 
     ``group`` (the consumer group) defaults to the trainer's group with ``-scorer`` appended.
     """
     topics = config.topics
+    group = group or f"{config.worker.group}-scorer"
+    key = settings.signing_key()
     worker = WorkerApp(
-        group or f"{config.worker.group}-scorer",
+        group,
         config,
         settings.kafka,
-        outputs=(topics.predictions, topics.dlq),
+        outputs=(topics.predictions, topics.dlq, topics.labeled, topics.registry, topics.metrics),
     )
     app = worker.app
-    client = RegistryClient(
-        topic=topics.registry, signing_key=settings.signing_key(), settings=settings
-    )
+    client = RegistryClient(topic=topics.registry, signing_key=key, settings=settings)
     table = ServingTable()
     follower = RegistryFollower(client, table, config.models)
-    runtime = ScoringRuntime(config, table=table, send=worker.send, max_wait=max_wait)
+    # Timeouts, so that a Redis that hangs is an error to retry, not a stalled worker.
+    redis_client = aioredis.Redis.from_url(
+        settings.redis_url, socket_timeout=5, socket_connect_timeout=5
+    )
 
+    async def publish_record(record: ModelVersion) -> None:
+        await (
+            await worker.send(topics.registry, record.model.encode(), record.signed(key).to_json())
+        )
+
+    async def decided(model: str, decision: GuardDecision) -> None:
+        await runtime.decided(model, decision)
+
+    joiner = Joiner(
+        redis_client,
+        checkpoints=RedisCheckpointStore(
+            redis_client, prefix=settings.redis_prefix, group=group, key=key
+        ),
+        specs=config.models,
+        topics=topics,
+        send=worker.send,
+        prefix=settings.redis_prefix,
+        group=group,
+        on_decision=decided,
+    )
+    runtime = ScoringRuntime(
+        config, table=table, joiner=joiner, publish_record=publish_record, max_wait=max_wait
+    )
     worker.consume(topics.unlabeled, runtime.handle)
+    worker.consume(topics.outcomes, runtime.handle_outcome)
 
     @app.task
     async def follow_registry() -> None:
         follower.start()
 
+    async def checkpoint() -> None:
+        async with runtime.lock:
+            await joiner.checkpoint()
+
+    async def sweep() -> None:
+        async with runtime.lock:
+            await joiner.sweep()
+
+    async def report() -> None:
+        for live in joiner.reports():
+            await worker.send(topics.metrics, live["model"].encode(), orjson.dumps(live))
+
+    async def revoked(tps: set[TP]) -> None:
+        async with runtime.lock:
+            await joiner.checkpoint()
+            joiner.release({tp.partition for tp in tps})
+
+    def assigned(tps: set[TP]) -> None:
+        joiner.assigned({tp.partition for tp in tps})
+
+    worker.on_rebalance(revoked=revoked, assigned=assigned)
+    worker.every(config.worker.checkpoint_interval, checkpoint)
+    worker.every(SWEEP_SECONDS, sweep)
+    worker.every(config.worker.metrics_interval, report)
     worker.on_shutdown(follower.stop)
     worker.every(config.worker.progress_interval, runtime.progress.log)
-
     return worker

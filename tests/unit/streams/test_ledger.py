@@ -100,6 +100,7 @@ class MemoryCheckpoints:
         cursor: int,
         snapshots: dict[str, bytes],
         digests: Any = None,
+        sources: Any = None,
     ) -> dict[str, str]:
         self._check()
         key = (topic, partition)
