@@ -191,7 +191,17 @@ class RegistryFollower(threading.Thread):
             if model not in self.models:
                 continue
             if not self._serve(state.stable):
-                log.error("%s keeps serving its previous version", model)
+                # The newest earlier version that still loads serves (or what served before).
+                earlier = [
+                    record
+                    for record in self.records
+                    if record.model == model
+                    and record.kind not in TRIAL_KINDS
+                    and record.kind is not RecordKind.ALERT
+                    and record.version != state.stable.version
+                ]
+                if not any(self._serve(record) for record in reversed(earlier)):
+                    log.error("%s keeps serving its previous version", model)
             trial = self.table.trial(model)
             if state.trial is None:
                 self.table.put_trial(model, None)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,13 +14,16 @@ import pytest
 from faust.types import TP
 
 from streams.config import load_config
-from streams.contract import decode_dead_letter
+from streams.contract import dead_letter_record, decode_dead_letter
 from streams.registry.records import ArtifactRef, ModelVersion, manual_record
+from streams.workers.join import Served, _prediction_value
 from streams.workers.scorer import RegistryFollower, ScoringRuntime, Serving, ServingTable
 from trainers.errors import ArtifactIntegrityError
+from trainers.guardrail import GuardDecision
 
 SEA_CONFIG = Path(__file__).parents[3] / "examples" / "sea.toml"
 SOURCE = TP("driftline.events.unlabeled", 0)
+PREDICTIONS, DLQ = "driftline.predictions", "driftline.events.dlq"
 
 
 def version(number: int, *, model: str = "sea") -> ModelVersion:
@@ -114,25 +119,41 @@ class FakeEvent:
 
 
 @dataclass
-class FakeBroker:
-    """Collects sends; deliveries succeed unless ``refuse`` is set."""
+class FakeJoiner:
+    """Commits every message at once, and publishes what the real joiner would publish."""
 
-    refuse: bool = False
+    fenced: bool = False
     sent: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    cursors: dict[str, int] = field(default_factory=dict)
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[Any]:
-        self.sent.append((topic, key, value))
-        delivery = asyncio.get_running_loop().create_future()
-        if self.refuse:
-            delivery.set_exception(RuntimeError("broker refused"))
-        else:
-            delivery.set_result(None)
-        return delivery
+    async def owned(self, partition: int) -> FakeJoiner:
+        return self
+
+    def skips(self, state: Any, topic: str, offset: int) -> bool:
+        return offset <= self.cursors.get(topic, -1)
+
+    async def served(self, state: Any, partition: int, offset: int, served: Served) -> bool:
+        for prediction in served.predictions:
+            value = _prediction_value(served.event, prediction)
+            self.sent.append((PREDICTIONS, served.event.model.encode(), value))
+        return self._commit(SOURCE.topic, offset)
+
+    async def dead_letter(self, state, partition, topic, message, error) -> bool:
+        _, value = dead_letter_record(
+            message.value, error, topic=topic, partition=partition, offset=message.offset, key=None
+        )
+        self.sent.append((DLQ, b"", value))
+        return self._commit(topic, message.offset)
+
+    def _commit(self, topic: str, offset: int) -> bool:
+        if not self.fenced:
+            self.cursors[topic] = offset
+        return not self.fenced
 
 
-def event(offset: int, model: str = "sea", **features: Any) -> FakeEvent:
-    value = {"event_id": f"e-{offset}", "model": model, "ts": 1.0, "features": features}
-    return FakeEvent(FakeMessage(orjson.dumps(value), offset))
+def event(offset: int, model: str = "sea", event_id: str | None = None, **features: Any):
+    value = {"event_id": event_id or f"e-{offset}", "model": model, "ts": 1.0, "features": features}
+    return FakeEvent(FakeMessage(orjson.dumps(value), offset, key=model.encode()))
 
 
 @pytest.fixture
@@ -140,40 +161,50 @@ def config():
     return load_config(SEA_CONFIG, {})
 
 
-def runtime(config, table: ServingTable, broker: FakeBroker, max_wait: float = 0.2):
+def runtime(config, table: ServingTable, joiner: FakeJoiner, max_wait: float = 0.2):
     table.ready.set()
-    return ScoringRuntime(config, table=table, send=broker.send, max_wait=max_wait)
+
+    async def publish_record(record: ModelVersion) -> None:
+        joiner.sent.append(("registry", record.model.encode(), record.to_json()))
+
+    return ScoringRuntime(
+        config, table=table, joiner=joiner, publish_record=publish_record, max_wait=max_wait
+    )
 
 
 async def handle(scoring: ScoringRuntime, *events: FakeEvent) -> None:
     for each in events:
         await scoring.handle(each)
-    await asyncio.sleep(0)  # let the delivery callbacks run
 
 
-def test_an_event_is_scored_by_the_serving_version_and_acked_once_delivered(config):
-    table, broker = ServingTable(), FakeBroker()
+def test_an_event_is_scored_by_the_serving_version_and_acked_once_committed(config):
+    table, joiner = ServingTable(), FakeJoiner()
     table.put(Serving(version(2), ConstantModel(2)))
     first = event(0, x0=1.0)
-    asyncio.run(handle(runtime(config, table, broker), first))
-    [(topic, key, value)] = broker.sent
-    assert (topic, key) == (config.topics.predictions, b"sea")
+    asyncio.run(handle(runtime(config, table, joiner), first))
+    [(topic, key, value)] = joiner.sent
+    assert (topic, key) == (PREDICTIONS, b"sea")
     assert orjson.loads(value) == {
         "event_id": "e-0",
         "model": "sea",
         "version": 2,
+        "arm": "stable",
         "prediction": 2,
         "probabilities": {"true": 0.25, "false": 0.75},
     }
     assert first.acked
 
 
-def test_an_undelivered_prediction_leaves_its_event_unacked(config):
-    table, broker = ServingTable(), FakeBroker(refuse=True)
+def test_an_event_whose_commit_is_fenced_stays_unacked_and_one_already_handled_is_skipped(config):
+    table, joiner = ServingTable(), FakeJoiner(fenced=True)
     table.put(Serving(version(2), ConstantModel(2)))
     lost = event(0)
-    asyncio.run(handle(runtime(config, table, broker), lost))
+    asyncio.run(handle(runtime(config, table, joiner), lost))
     assert not lost.acked
+    joiner.fenced, joiner.cursors = False, {SOURCE.topic: 5}
+    replayed = event(5)
+    asyncio.run(handle(runtime(config, table, joiner), replayed))
+    assert replayed.acked and len(joiner.sent) == 1
 
 
 @pytest.mark.parametrize(
@@ -181,32 +212,44 @@ def test_an_undelivered_prediction_leaves_its_event_unacked(config):
     [
         (FakeEvent(FakeMessage(b"{not json", 0)), "not_json"),
         (event(0, model="other"), "unknown_model"),
+        (FakeEvent(FakeMessage(event(0).message.value, 0, key=b"other")), "key_mismatch"),
         (event(0, boom=1), "model_error"),
     ],
 )
 def test_events_that_cannot_be_scored_go_to_the_dead_letter_topic(config, bad, code):
-    table, broker = ServingTable(), FakeBroker()
+    table, joiner = ServingTable(), FakeJoiner()
     table.put(Serving(version(2), ConstantModel(2)))
-    asyncio.run(handle(runtime(config, table, broker), bad))
-    [(topic, _, value)] = broker.sent
-    assert topic == config.topics.dlq
+    asyncio.run(handle(runtime(config, table, joiner), bad))
+    [(topic, _, value)] = joiner.sent
+    assert topic == DLQ
     assert decode_dead_letter(value)["reason_code"] == code
     assert bad.acked
 
 
 def test_a_model_without_a_version_is_waited_for_once_then_dead_lettered(config):
-    table, broker = ServingTable(), FakeBroker()
-    scoring = runtime(config, table, broker, max_wait=0.2)
+    table, joiner = ServingTable(), FakeJoiner()
+    scoring = runtime(config, table, joiner, max_wait=0.2)
     assert asyncio.run(_timed(handle(scoring, event(0)))) >= 0.2
     # The wait has run out: the next event goes to the dead letters at once.
     assert asyncio.run(_timed(handle(scoring, event(1)))) < 0.1
-    codes = [decode_dead_letter(value)["reason_code"] for _, _, value in broker.sent]
+    codes = [decode_dead_letter(value)["reason_code"] for _, _, value in joiner.sent]
     assert codes == ["no_version", "no_version"]
 
 
+def test_an_unverifiable_model_is_dead_lettered_with_the_reason(config):
+    table, joiner = ServingTable(), FakeJoiner()
+    table.refused["sea"] = "cannot verify sea v5: not signed with this key"
+    asyncio.run(handle(runtime(config, table, joiner, max_wait=0.05), event(0)))
+    [letter] = [decode_dead_letter(value) for _, _, value in joiner.sent]
+    assert (letter["reason_code"], letter["reason"]) == (
+        "unverified_version",
+        "cannot verify sea v5: not signed with this key",
+    )
+
+
 def test_an_event_waiting_for_a_first_version_is_scored_when_it_arrives(config):
-    table, broker = ServingTable(), FakeBroker()
-    scoring = runtime(config, table, broker, max_wait=5.0)
+    table, joiner = ServingTable(), FakeJoiner()
+    scoring = runtime(config, table, joiner, max_wait=5.0)
 
     async def publish_soon() -> None:
         await asyncio.sleep(0.1)
@@ -216,9 +259,45 @@ def test_an_event_waiting_for_a_first_version_is_scored_when_it_arrives(config):
         await asyncio.gather(handle(scoring, event(0)), publish_soon())
 
     asyncio.run(scenario())
-    [(topic, _, value)] = broker.sent
-    assert topic == config.topics.predictions
+    [(topic, _, value)] = joiner.sent
+    assert topic == PREDICTIONS
     assert orjson.loads(value)["version"] == 1
+
+
+def test_a_canary_serves_its_fraction_of_events_and_a_shadow_scores_beside_stable(config):
+    table, joiner = ServingTable(), FakeJoiner()
+    table.put(Serving(version(1), ConstantModel(1)))
+    canary = dataclasses.replace(version(2), kind="canary", rollout={"fraction": 0.3})
+    table.put_trial("sea", Serving(canary, ConstantModel(2)))
+    scoring = runtime(config, table, joiner)
+    asyncio.run(handle(scoring, *(event(i) for i in range(2_000))))
+    arms = Counter(orjson.loads(value)["arm"] for _, _, value in joiner.sent)
+    assert arms["canary"] / 2_000 == pytest.approx(0.3, abs=0.03)
+    again = FakeJoiner()
+    asyncio.run(handle(runtime(config, table, again), *(event(i) for i in range(2_000))))
+    assert again.sent == joiner.sent, "an event always gets the same arm"
+
+    shadow = dataclasses.replace(version(2), kind="shadow", rollout={"fraction": 1.0})
+    table.put_trial("sea", Serving(shadow, ConstantModel(2)))
+    joiner = FakeJoiner()
+    asyncio.run(handle(runtime(config, table, joiner), event(0)))
+    arms = [orjson.loads(value)["arm"] for _, _, value in joiner.sent]
+    assert arms == ["stable", "shadow"]
+
+
+def test_guardrail_decisions_become_records_once_while_they_apply(config):
+    table, joiner = ServingTable(), FakeJoiner()
+    table.put(Serving(version(1), ConstantModel(1)))
+    canary = dataclasses.replace(version(2), kind="canary", rollout={"fraction": 0.3})
+    table.put_trial("sea", Serving(canary, ConstantModel(2)))
+    scoring = runtime(config, table, joiner)
+    rollback = GuardDecision("rollback", "worse", {"trial_version": 2, "stable_version": 1})
+    stale = GuardDecision("rollout", "fine", {"trial_version": 7, "stable_version": 1})
+    for decision in (rollback, rollback, stale):
+        asyncio.run(scoring.decided("sea", decision))
+    [record] = [ModelVersion.from_json(value) for _, _, value in joiner.sent]
+    assert (record.kind, record.version, record.previous_version) == ("rollback", 1, 2)
+    assert (record.operator, record.evidence["trial_version"]) == ("guardrail", 2)
 
 
 async def _timed(work) -> float:
