@@ -107,12 +107,16 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 def _produce(args: argparse.Namespace) -> int:
+    import functools
+    import time
+
     from kafka.errors import KafkaError
     from rich.progress import Progress
 
     from streams.cli.common import require_broker
     from streams.contract import InvalidEvent
     from streams.sdk import replay
+    from streams.sdk.outcomes import OutcomeScheduler
     from streams.sdk.producer import DeliveryError, EventProducer, ProducerConfigError
     from streams.settings import Settings, SettingsError
 
@@ -131,20 +135,31 @@ def _produce(args: argparse.Namespace) -> int:
             noise=args.noise,
         )
     sent = 0
+    scheduler: OutcomeScheduler | None = None
     try:
         settings = Settings.from_env()
         require_broker(settings.kafka)
         producer = EventProducer(settings=settings)
-        send = _SENDERS[args.kind]
+        send = functools.partial(_SENDERS[args.kind], producer)
+        submit: Callable[[dict[str, Any]], object] = send
+        sleep: Callable[[float], None] = time.sleep
+        if args.outcomes:
+            scheduler = OutcomeScheduler(
+                args.outcome_timing, send_event=send, send_outcome=producer.send_outcome
+            )
+            submit, sleep = scheduler.submit, scheduler.sleep
         with (
             producer,
             Progress(transient=True, disable=args.quiet) as progress,
         ):
             task = progress.add_task(f"producing {args.model} ({args.kind})", total=args.events)
-            for event in replay.paced(events, rate=args.rate, limit=args.events):
-                send(producer, event)
+            for event in replay.paced(events, rate=args.rate, limit=args.events, sleep=sleep):
+                submit(event)
                 sent += 1
                 progress.advance(task)
+            if scheduler is not None:
+                progress.update(task, description=f"{scheduler.pending} delayed records to send")
+                scheduler.drain()
             producer.flush()
     except InvalidEvent as error:
         return refuse("produce", f"event {sent + 1} of the source is not valid: {error}")
@@ -153,7 +168,14 @@ def _produce(args: argparse.Namespace) -> int:
         return refuse("produce", error)
     except (OSError, KeyError, ValueError) as error:
         return refuse("produce", f"cannot read the source: {error!s}")
-    print(f"sent {sent} {args.kind} events for {args.model}", file=sys.stderr)
+    summary = f"sent {sent} {args.kind} events for {args.model}"
+    if scheduler is not None:
+        counts = scheduler.counts
+        summary += (
+            f" and {counts.outcomes} outcomes ({counts.before} before their event, "
+            f"{counts.missing} never sent)"
+        )
+    print(summary, file=sys.stderr)
     return 0
 
 
@@ -166,9 +188,9 @@ def _send_unlabeled(producer: Any, event: dict[str, Any]) -> None:
     producer.send_unlabeled({name: value for name, value in event.items() if name != "label"})
 
 
-#: How ``produce`` sends each kind of record, by the value of ``--labeled``/``--unlabeled``.
-#: Outcomes (a label that arrives after its event was scored) become one more entry and one more
-#: flag once ``Topics`` has an outcomes topic and the contract an outcome record.
+#: How ``produce`` sends each event, by the value of ``--labeled``/``--unlabeled``. With
+#: ``--outcomes``, the unlabeled sender goes through an ``OutcomeScheduler``
+#: (:mod:`streams.sdk.outcomes`), which sends each event's outcome later, first, or never.
 _SENDERS: dict[str, Callable[[Any, dict[str, Any]], None]] = {
     "labeled": _send_labeled,
     "unlabeled": _send_unlabeled,
@@ -311,7 +333,38 @@ def build_parser() -> argparse.ArgumentParser:
         const="unlabeled",
         help="without their labels, to the unlabeled topic, for the scoring workers",
     )
-    produce.set_defaults(handler=_produce, kind="labeled")
+    outcomes = produce.add_argument_group(
+        "delayed outcomes",
+        "send each event unlabeled and its label later, to the outcomes topic, as production "
+        "does (delays drawn with --seed)",
+    )
+    outcomes.add_argument(
+        "--outcomes",
+        action="store_true",
+        help="send the outcome of each event (implies --unlabeled)",
+    )
+    outcomes.add_argument(
+        "--outcome-delay",
+        default=None,
+        metavar="LOW-HIGH",
+        help="seconds between an event and its outcome, drawn uniformly (default: 1-30; 5 for a "
+        "fixed delay); the command ends once the last outcome is sent",
+    )
+    outcomes.add_argument(
+        "--outcomes-before",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="share of outcomes sent BEFORE their event, by the same delay (default: 0)",
+    )
+    outcomes.add_argument(
+        "--outcomes-missing",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="share of outcomes never sent (default: 0)",
+    )
+    produce.set_defaults(handler=_produce, kind=None)
 
     from streams.cli.tail import add_tail_parser
 
@@ -341,6 +394,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _resolve_outcome_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Check ``produce``'s outcome flags and turn them into ``args.outcome_timing``."""
+    from streams.sdk.outcomes import OutcomeTiming, OutcomeTimingError, parse_delay
+
+    tuning = {
+        "--outcome-delay": args.outcome_delay,
+        "--outcomes-before": args.outcomes_before,
+        "--outcomes-missing": args.outcomes_missing,
+    }
+    if not args.outcomes:
+        given = [flag for flag, value in tuning.items() if value is not None]
+        if given:
+            parser.error(f"{', '.join(given)} needs --outcomes")
+        args.kind = args.kind or "labeled"
+        return
+    if args.kind == "labeled":
+        parser.error(
+            "--outcomes sends the events unlabeled (their labels as outcomes): drop --labeled"
+        )
+    args.kind = "unlabeled"
+    try:
+        args.outcome_timing = OutcomeTiming(
+            delay=parse_delay(args.outcome_delay or "1-30"),
+            before=args.outcomes_before or 0.0,
+            missing=args.outcomes_missing or 0.0,
+            seed=args.seed,
+        )
+    except OutcomeTimingError as error:
+        parser.error(str(error))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -350,6 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.model = args.model or args.synthetic or args.dataset or (args.file and args.file.stem)
         if args.synthetic and args.drift_at is None:
             args.drift_at = args.events // 2
+        _resolve_outcome_flags(parser, args)
     handler: Handler = args.handler
     return handler(args)
 

@@ -243,6 +243,8 @@ def _dead_letter_line(value: Mapping[str, Any]) -> str:
 
 
 def _metrics_line(value: Mapping[str, Any]) -> str:
+    if value.get("kind") == "live":
+        return _live_line(value)
     parts = [
         f"{value.get('model')}  {value.get('events', 0):,} events",
         f"champion {value.get('champion')} v{value.get('version')}",
@@ -256,6 +258,24 @@ def _metrics_line(value: Mapping[str, Any]) -> str:
         )
         parts.append(f"{name}: {numbers or 'no metrics yet'}")
     return "  ".join(parts[:2]) + "  |  " + "  |  ".join(parts[2:])
+
+
+def _live_line(value: Mapping[str, Any]) -> str:
+    """A scoring worker's live report of one (version, arm).
+
+    >>> _live_line({"kind": "live", "model": "sea", "version": 3, "arm": "canary", "served": 1200,
+    ...             "joined": 950, "metrics": {"rolling": {"accuracy": 0.91, "n": 500}}})
+    'sea v3 canary  live: 1,200 served, 950 joined  |  rolling accuracy 0.910'
+    """
+    rolling = (value.get("metrics") or {}).get("rolling") or {}
+    numbers = ", ".join(
+        f"{metric} {number:.3f}" for metric, number in rolling.items() if isinstance(number, float)
+    )
+    return (
+        f"{value.get('model')} v{value.get('version')} {value.get('arm')}  live: "
+        f"{value.get('served', 0):,} served, {value.get('joined', 0):,} joined  |  "
+        f"rolling {numbers or 'no metrics yet'}"
+    )
 
 
 def _registry_line(value: Mapping[str, Any]) -> str:

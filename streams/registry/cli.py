@@ -2,17 +2,26 @@
 
 ::
 
-    driftline registry ls                                  # every model and the version serving it
-    driftline registry show MODEL [VERSION]                # a record as JSON (default: serving)
+    driftline registry ls                                  # every model, its stable version, trial
+    driftline registry show MODEL [VERSION]                # a record as JSON (default: stable)
     driftline registry history MODEL                       # every record of a model, in order
     driftline registry diff MODEL V1 V2                    # the fields that differ between two
     driftline registry promote MODEL VERSION --reason TEXT
-    driftline registry rollback MODEL [--to VERSION] --reason TEXT   # default: the previous one
+    driftline registry promote MODEL VERSION --canary 0.1 --reason TEXT   # or --shadow: a trial
+    driftline registry rollout MODEL --reason TEXT         # the version on trial becomes stable
+    driftline registry rollback MODEL [--to VERSION] --reason TEXT   # default: stop the trial,
+                                                                     # else the previous version
 
 A version is written as the tables print it, ``v2``, or as a bare ``2``.
 
-Promote and rollback publish a manual record (see :mod:`streams.registry.records`), signed with
-the deployment's key and signed off with ``$DRIFTLINE_OPERATOR`` or the OS user. Every action
+``show MODEL`` follows the stable record with what serves beside it (the trial: version, arm,
+fraction) and a live section: per (version, arm), the events served, the outcomes joined and the
+live metric of the scoring workers' newest report (``"kind": "live"`` records of the metrics
+topic), next to the evidence the version was promoted on. ``--json`` prints the record alone.
+
+Promote, rollout and rollback publish a manual record (see :mod:`streams.registry.records`),
+signed with the deployment's key and signed off with ``$DRIFTLINE_OPERATOR`` or the OS user. Every
+action
 reads the registry through :class:`~streams.registry.client.RegistryClient`, so it needs the
 signing key, and shows only the records that key signed. Errors go to stderr, one line, with exit
 status 2; an unreachable broker is one of them, noticed within a few seconds.
@@ -29,10 +38,19 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from streams.registry.client import RegistryClient
-    from streams.registry.records import ModelVersion
+    from streams.registry.client import LiveReport, RegistryClient
+    from streams.registry.records import ModelVersion, ServingState
 
-__all__ = ["add_registry_parser", "parse_version", "previous_version", "record_differences", "run"]
+__all__ = [
+    "act",
+    "add_registry_parser",
+    "live_rows",
+    "parse_fraction",
+    "parse_version",
+    "previous_version",
+    "record_differences",
+    "run",
+]
 
 # Fields every record of a model has in common, or that always differ: not worth a diff row.
 _NOT_DIFFED = frozenset({"model", "version", "created_at", "signature"})
@@ -50,27 +68,65 @@ def parse_version(text: str) -> int:
     return int(digits)
 
 
+def parse_fraction(text: str) -> float:
+    """A canary's share of the traffic: a number in (0, 1].
+
+    >>> parse_fraction("0.1")
+    0.1
+    """
+    try:
+        fraction = float(text)
+    except ValueError:
+        fraction = float("nan")
+    if not 0 < fraction <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction in (0, 1], e.g. 0.1")
+    return fraction
+
+
 def add_registry_parser(
     commands: argparse._SubParsersAction, *, handler: Callable[[argparse.Namespace], int]
 ) -> None:
     """Add ``registry`` and its actions to ``driftline``'s subcommands."""
     registry = commands.add_parser("registry", help="read the model registry, promote, roll back")
     actions = registry.add_subparsers(dest="action", required=True)
-    actions.add_parser("ls", help="every model and the version serving it")
-    show = actions.add_parser("show", help="a record as JSON (default: the serving one)")
+    actions.add_parser("ls", help="every model, its stable version and its trial")
+    show = actions.add_parser(
+        "show", help="a record as JSON (default: the stable one, with the trial and live metrics)"
+    )
     show.add_argument("model")
     show.add_argument("version", type=parse_version, nargs="?", default=None)
+    show.add_argument("--json", action="store_true", help="the record alone, as JSON")
     history = actions.add_parser("history", help="every record of a model, in log order")
     history.add_argument("model")
     diff = actions.add_parser("diff", help="the fields that differ between two versions")
     diff.add_argument("model")
     diff.add_argument("first", type=parse_version, metavar="V1")
     diff.add_argument("second", type=parse_version, metavar="V2")
-    promote = actions.add_parser("promote", help="make a version serve now (a manual record)")
+    promote = actions.add_parser(
+        "promote", help="make a version serve now, or put it on trial (--canary, --shadow)"
+    )
     promote.add_argument("model")
     promote.add_argument("version", type=parse_version)
+    trial = promote.add_mutually_exclusive_group()
+    trial.add_argument(
+        "--canary",
+        type=parse_fraction,
+        default=None,
+        metavar="FRACTION",
+        help="serve this fraction of the events (e.g. 0.1), the stable version the rest",
+    )
+    trial.add_argument(
+        "--shadow",
+        action="store_true",
+        help="score every event beside the stable version, serving none",
+    )
     promote.add_argument("--reason", required=True, help="why, for the audit log")
-    rollback = actions.add_parser("rollback", help="serve an earlier version again")
+    rollout = actions.add_parser("rollout", help="make the version on trial the stable one")
+    rollout.add_argument("model")
+    rollout.add_argument("--reason", required=True, help="why, for the audit log")
+    rollback = actions.add_parser(
+        "rollback", help="stop the trial, or serve an earlier version again"
+    )
     rollback.add_argument("model")
     rollback.add_argument(
         "--to",
@@ -78,7 +134,8 @@ def add_registry_parser(
         default=None,
         dest="version",
         metavar="VERSION",
-        help="the version to serve again (default: the one served before the current one)",
+        help="the version to serve again (default: the stable one while a trial runs, which "
+        "stops it; else the one served before the stable one)",
     )
     rollback.add_argument("--reason", required=True, help="why, for the audit log")
     registry.set_defaults(handler=handler)
@@ -96,10 +153,15 @@ def run(args: argparse.Namespace) -> int:
         settings = Settings.from_env()
         require_broker(settings.kafka)
         with RegistryClient(settings=settings) as client:
-            _ACTIONS[args.action](client, args)
+            act(client, args)
     except (RegistryError, SettingsError, KafkaError, ValueError) as error:
         return refuse(f"registry {args.action}", error)
     return 0
+
+
+def act(client: RegistryClient, args: argparse.Namespace) -> None:
+    """Carry out ``args.action`` with ``client``; the registry's errors propagate."""
+    _ACTIONS[args.action](client, args)
 
 
 def previous_version(history: list[ModelVersion]) -> int:
@@ -147,13 +209,13 @@ def _leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
 
 
 def _ls(client: RegistryClient, args: argparse.Namespace) -> None:
-    serving = client.serving()
-    if not serving:
+    states = client.states()
+    if not states:
         print("the registry holds no models yet", file=sys.stderr)
         return
-    table = _table("model", "serving", "kind", "candidate", "since", "by")
-    for model in sorted(serving):
-        record = serving[model]
+    table = _table("model", "stable", "kind", "candidate", "since", "by", "trial")
+    for model in sorted(states):
+        record = states[model].stable
         table.add_row(
             model,
             f"v{record.version}",
@@ -161,20 +223,103 @@ def _ls(client: RegistryClient, args: argparse.Namespace) -> None:
             str(record.candidate.get("name", "")),
             record.created_at,
             record.operator or "trainer",
+            _trial_cell(states[model]),
         )
     _print(table)
 
 
 def _show(client: RegistryClient, args: argparse.Namespace) -> None:
+    if args.version is not None:
+        print(json.dumps(asdict(client.get(args.model, args.version)), indent=2, default=str))
+        return
     from streams.registry.client import UnknownModelError
+    from streams.registry.records import serving_state
 
-    if args.version is None:
-        record = client.latest(args.model)
-        if record is None:
-            raise UnknownModelError(args.model)
-    else:
-        record = client.get(args.model, args.version)
-    print(json.dumps(asdict(record), indent=2, default=str))
+    history = client.history(args.model)
+    if not history:
+        raise UnknownModelError(args.model)
+    state = serving_state(history)[args.model]
+    print(json.dumps(asdict(state.stable), indent=2, default=str))
+    if args.json:
+        return
+    print(f"\ntrial: {_trial_cell(state)}")
+    reports = client.live(args.model)
+    if not reports:
+        print("live: no report from a scoring worker yet")
+        return
+    # A version's first record is the one that issued its number, with its promotion's evidence.
+    originals: dict[int, ModelVersion] = {}
+    for record in history:
+        originals.setdefault(record.version, record)
+    table = _table(
+        "version", "arm", "served", "joined", "live metric", "rolling", "cumulative", "at promotion"
+    )
+    for row in live_rows(state, reports, originals):
+        table.add_row(*row)
+    _print(table)
+
+
+def live_rows(
+    state: ServingState,
+    reports: Mapping[tuple[int, str], LiveReport],
+    originals: Mapping[int, ModelVersion],
+) -> list[tuple[str, ...]]:
+    """The rows of ``show``'s live section: per (version, arm), newest version first, what its
+    report says next to the evidence of its promotion (``originals``: each version's trainer
+    record). A version no longer serving is marked ``(retired)``."""
+    serving = {state.stable.version} | ({state.trial.version} if state.trial else set())
+    rows: list[tuple[str, ...]] = []
+    for (version, arm), report in sorted(
+        reports.items(), key=lambda item: (-item[0][0], item[0][1])
+    ):
+        evidence = originals[version].evidence if version in originals else {}
+        metric: str | None = evidence.get("metric") or _first_metric(report)
+        rows.append(
+            (
+                f"v{version}" + ("" if version in serving else " (retired)"),
+                arm,
+                f"{report.served:,}",
+                f"{report.joined:,}",
+                metric or "",
+                _number(report.metric(metric, "rolling")) if metric else "",
+                _number(report.metric(metric, "cumulative")) if metric else "",
+                _promotion_evidence(evidence),
+            )
+        )
+    return rows
+
+
+def _first_metric(report: LiveReport) -> str | None:
+    numbers = [
+        name
+        for name, value in (report.metrics.get("cumulative") or {}).items()
+        if name != "n" and isinstance(value, float)
+    ]
+    return numbers[0] if numbers else None
+
+
+def _promotion_evidence(evidence: Mapping[str, Any]) -> str:
+    value = evidence.get("challenger_metric")
+    if not isinstance(value, int | float):
+        return "-"
+    window = evidence.get("window") or []
+    over = f" over events {window[0]}-{window[1]}" if len(window) == 2 else ""
+    p_value = evidence.get("p_value")
+    test = f", {evidence.get('test')} p={p_value:.3g}" if isinstance(p_value, float) else ""
+    return f"{value:.4f}{over}{test}"
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _trial_cell(state: ServingState) -> str:
+    trial = state.trial
+    if trial is None:
+        return "-"
+    fraction = float((trial.rollout or {}).get("fraction", 0.0))
+    share = "scores every event, serves none" if trial.kind == "shadow" else f"{fraction:.0%}"
+    return f"v{trial.version} {trial.kind} ({share})"
 
 
 def _history(client: RegistryClient, args: argparse.Namespace) -> None:
@@ -185,10 +330,11 @@ def _history(client: RegistryClient, args: argparse.Namespace) -> None:
         raise UnknownModelError(args.model)
     table = _table("#", "version", "kind", "candidate", "previous", "reason", "by", "at")
     for index, record in enumerate(records, start=1):
+        fraction = (record.rollout or {}).get("fraction")
         table.add_row(
             str(index),
             f"v{record.version}",
-            record.kind,
+            record.kind + ("" if fraction is None else f" {float(fraction):.0%}"),
             str(record.candidate.get("name", "")),
             "" if record.previous_version is None else f"v{record.previous_version}",
             record.reason,
@@ -212,26 +358,45 @@ def _diff(client: RegistryClient, args: argparse.Namespace) -> None:
 
 
 def _promote(client: RegistryClient, args: argparse.Namespace) -> None:
-    _report(client.promote(args.model, args.version, reason=args.reason))
+    if args.canary is not None:
+        record = client.canary(args.model, args.version, fraction=args.canary, reason=args.reason)
+    elif args.shadow:
+        record = client.shadow(args.model, args.version, reason=args.reason)
+    else:
+        record = client.promote(args.model, args.version, reason=args.reason)
+    _report(record)
+
+
+def _rollout(client: RegistryClient, args: argparse.Namespace) -> None:
+    _report(client.rollout(args.model, reason=args.reason))
 
 
 def _rollback(client: RegistryClient, args: argparse.Namespace) -> None:
-    from streams.registry.client import UnknownModelError
+    if args.version is None:
+        if client.state(args.model).trial is not None:
+            record = client.stop_trial(args.model, reason=args.reason)
+            _report(
+                record,
+                f"the trial of v{record.previous_version} is stopped, v{record.version} serves "
+                "alone",
+            )
+            return
+        args.version = previous_version(client.history(args.model))
+    _report(client.rollback(args.model, to=args.version, reason=args.reason))
 
-    version = args.version
-    if version is None:
-        history = client.history(args.model)
-        if not history:
-            raise UnknownModelError(args.model)
-        version = previous_version(history)
-    _report(client.rollback(args.model, to=version, reason=args.reason))
 
-
-def _report(record: ModelVersion) -> None:
-    print(
-        f"{record.model}: v{record.version} serves now (was v{record.previous_version}); "
-        f"{record.kind} record by {record.operator}"
-    )
+def _report(record: ModelVersion, what: str | None = None) -> None:
+    if what is None and record.kind in ("canary", "shadow"):
+        fraction = float((record.rollout or {}).get("fraction", 0.0))
+        role = (
+            f"a canary serving {fraction:.0%} of the events"
+            if record.kind == "canary"
+            else "a shadow scoring every event"
+        )
+        what = f"v{record.version} is on trial as {role}, beside v{record.previous_version}"
+    elif what is None:
+        what = f"v{record.version} serves now (was v{record.previous_version})"
+    print(f"{record.model}: {what}; {record.kind} record by {record.operator}")
 
 
 def _table(*columns: str) -> Any:
@@ -258,5 +423,6 @@ _ACTIONS: dict[str, Callable[[RegistryClient, argparse.Namespace], None]] = {
     "history": _history,
     "diff": _diff,
     "promote": _promote,
+    "rollout": _rollout,
     "rollback": _rollback,
 }

@@ -10,7 +10,13 @@
   artifact's digest and signature check out;
 - ``promote(model, version, reason=...)``, ``rollback(model, to=..., reason=...)``: publish a
   signed manual record (see :func:`streams.registry.records.manual_record`); they never issue
-  version numbers.
+  version numbers;
+- ``canary(model, version, fraction=..., reason=...)``, ``shadow(model, version, reason=...)``:
+  put a version on trial beside the stable one; ``rollout(model, reason=...)`` makes the trial
+  stable, ``stop_trial(model, reason=...)`` ends it (a ``rollback`` to the stable version);
+  ``state(model)`` says what serves (:class:`~streams.registry.records.ServingState`);
+- ``live(model)``: the scoring workers' latest live report per (version, arm), read from the
+  metrics topic (:class:`LiveReport`).
 
 Only records signed with the deployment's key exist for the client (see
 :mod:`streams.registry.records`): reading (``history``, ``latest``, ``get``, ``serving``,
@@ -26,7 +32,9 @@ Every default comes from the environment, like the workers' (:class:`streams.set
 ``load``.
 
 Reading the history scans the registry topic from its beginning on every call: the registry
-holds one small record per promotion, and a fresh scan is never stale.
+holds one small record per promotion, and a fresh scan is never stale. ``live`` scans the metrics
+topic the same way, keeping only the newest report of each (version, arm): the reports are
+cumulative, so the newest says everything.
 """
 
 from __future__ import annotations
@@ -35,39 +43,52 @@ import collections
 import logging
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 
 from streams.closing import ClosedOnExit
 from streams.registry import artifacts
 from streams.registry.records import (
     ModelVersion,
     RecordKind,
+    ServingState,
     default_operator,
     manual_record,
     parse_record,
     read_registry,
     serving_records,
+    serving_state,
 )
 from streams.settings import Settings
 from trainers.candidates import Candidate
 from trainers.errors import ArtifactIntegrityError
 
 __all__ = [
+    "LIVE_KIND",
+    "LiveReport",
     "ManualRecordRefused",
     "RegistryClient",
     "RegistryError",
     "RegistrySubscription",
     "UnknownModelError",
     "UnknownVersionError",
+    "read_to_end",
 ]
 
 log = logging.getLogger("driftline.registry")
 
 # Seconds to wait for the broker to acknowledge a manual record.
 _PUBLISH_TIMEOUT = 30.0
+# Milliseconds a read of a topic to its end may wait for the next record.
+_READ_TIMEOUT_MS = 10_000
+
+LIVE_KIND = "live"
+"""The ``kind`` of a scoring worker's live report on the metrics topic."""
 
 
 class RegistryError(Exception):
@@ -98,7 +119,50 @@ class UnknownVersionError(_RegistryLookupError):
 
 
 class ManualRecordRefused(RegistryError, ValueError):
-    """A promote or rollback that would not change anything, or goes the wrong way."""
+    """A promote, trial, rollout or rollback that would not change anything, or goes the wrong
+    way."""
+
+
+@dataclass(frozen=True)
+class LiveReport:
+    """A scoring worker's report of one (model, version, arm) on live traffic.
+
+    ``served``: events it scored; ``joined``: outcomes joined to its predictions; ``metrics``:
+    ``{"rolling": {...}, "cumulative": {...}}`` with the trainer's metric names. Cumulative since
+    the worker started serving the version on that arm.
+    """
+
+    model: str
+    version: int
+    arm: str
+    served: int
+    joined: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    ts: float | None = None
+
+    @classmethod
+    def parse(cls, value: Mapping[str, Any]) -> LiveReport | None:
+        """The live report in a metrics record's ``value``, or None for any other record (a
+        trainer's report) or a malformed one."""
+        if value.get("kind") != LIVE_KIND:
+            return None
+        try:
+            return cls(
+                model=str(value["model"]),
+                version=int(value["version"]),
+                arm=str(value["arm"]),
+                served=int(value.get("served", 0)),
+                joined=int(value.get("joined", 0)),
+                metrics=dict(value.get("metrics") or {}),
+                ts=None if value.get("ts") is None else float(value["ts"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def metric(self, name: str, scope: str = "cumulative") -> float | None:
+        """The value of metric ``name`` (``scope``: ``rolling`` or ``cumulative``), if any."""
+        value = (self.metrics.get(scope) or {}).get(name)
+        return float(value) if isinstance(value, int | float) else None
 
 
 class RegistrySubscription(ClosedOnExit):
@@ -221,6 +285,8 @@ class RegistryClient(ClosedOnExit):
         included (pass that in ``kafka_config``).
     topic
         The registry topic.
+    metrics_topic
+        The metrics topic, where the scoring workers publish live reports (:meth:`live`).
     redis_url
         Where artifacts are stored; needed by :meth:`load` only.
     signing_key
@@ -239,6 +305,7 @@ class RegistryClient(ClosedOnExit):
         bootstrap_servers: str | None = None,
         *,
         topic: str | None = None,
+        metrics_topic: str | None = None,
         redis_url: str | None = None,
         signing_key: bytes | str | None = None,
         redis_prefix: str | None = None,
@@ -251,6 +318,7 @@ class RegistryClient(ClosedOnExit):
         else:
             self.kafka = {**kafka_config, "bootstrap_servers": bootstrap_servers}
         self.topic = topic or settings.topics.registry
+        self.metrics_topic = metrics_topic or settings.topics.metrics
         self.redis_prefix = settings.redis_prefix if redis_prefix is None else redis_prefix
         self._settings = settings
         self._redis_url = redis_url
@@ -267,8 +335,39 @@ class RegistryClient(ClosedOnExit):
         return history[-1] if history else None
 
     def serving(self) -> dict[str, ModelVersion]:
-        """The serving record of every model."""
+        """The record of the stable version of every model."""
         return serving_records(self._records())
+
+    def states(self) -> dict[str, ServingState]:
+        """What serves every model: its stable version and the version on trial, if any."""
+        return serving_state(self._records())
+
+    def state(self, model: str) -> ServingState:
+        """What serves ``model``; raises :class:`UnknownModelError`."""
+        history = self.history(model)
+        if not history:
+            raise UnknownModelError(model)
+        return serving_state(history)[model]
+
+    def live(self, model: str) -> dict[tuple[int, str], LiveReport]:
+        """The newest live report of each (version, arm) of ``model`` on the metrics topic
+        (empty before a scoring worker publishes one)."""
+        reports: dict[tuple[int, str], LiveReport] = {}
+        for record in read_to_end(self.metrics_topic, self.kafka):
+            if record.key is not None and record.key != model.encode():
+                continue
+            try:
+                value = orjson.loads(record.value or b"")
+            except orjson.JSONDecodeError:
+                continue
+            report = LiveReport.parse(value) if isinstance(value, dict) else None
+            if report is None or report.model != model:
+                continue
+            known = reports.get((report.version, report.arm))
+            # Several scorers' partitions interleave: the newest is the one with most served.
+            if known is None or (report.ts or 0, report.served) >= (known.ts or 0, known.served):
+                reports[report.version, report.arm] = report
+        return reports
 
     def get(self, model: str, version: int) -> ModelVersion:
         """The trainer's record of ``version``; raises :class:`UnknownModelError` or
@@ -308,8 +407,40 @@ class RegistryClient(ClosedOnExit):
         return self._publish_manual(model, version, kind=RecordKind.MANUAL, reason=reason)
 
     def rollback(self, model: str, *, to: int, reason: str) -> ModelVersion:
-        """Make an earlier version serve ``model`` again; returns the published record."""
+        """Make an earlier version serve ``model`` again (ending a trial); returns the published
+        record."""
         return self._publish_manual(model, to, kind=RecordKind.ROLLBACK, reason=reason)
+
+    def canary(self, model: str, version: int, *, fraction: float, reason: str) -> ModelVersion:
+        """Put ``version`` on trial: it serves ``fraction`` of ``model``'s events, the stable
+        version the rest, until a rollout or a rollback; returns the published record."""
+        return self._publish_manual(
+            model, version, kind=RecordKind.CANARY, reason=reason, rollout={"fraction": fraction}
+        )
+
+    def shadow(self, model: str, version: int, *, reason: str) -> ModelVersion:
+        """Put ``version`` on trial as a shadow: it scores every event beside the stable version
+        and serves none; returns the published record."""
+        return self._publish_manual(
+            model, version, kind=RecordKind.SHADOW, reason=reason, rollout={"fraction": 1.0}
+        )
+
+    def rollout(self, model: str, *, reason: str) -> ModelVersion:
+        """Make the version on trial stable; raises :class:`ManualRecordRefused` without one."""
+        trial = self.state(model).trial
+        if trial is None:
+            raise ManualRecordRefused(f"{model} has no version on trial: nothing to roll out")
+        return self._publish_manual(model, trial.version, kind=RecordKind.ROLLOUT, reason=reason)
+
+    def stop_trial(self, model: str, *, reason: str) -> ModelVersion:
+        """End the trial: a ``rollback`` record that repeats the stable version; raises
+        :class:`ManualRecordRefused` without a trial."""
+        state = self.state(model)
+        if state.trial is None:
+            raise ManualRecordRefused(f"{model} has no version on trial: nothing to stop")
+        return self._publish_manual(
+            model, state.stable.version, kind=RecordKind.ROLLBACK, reason=reason
+        )
 
     def close(self) -> None:
         """Release the Redis connection (Kafka connections last one call each)."""
@@ -331,24 +462,25 @@ class RegistryClient(ClosedOnExit):
         return self._redis
 
     def _publish_manual(
-        self, model: str, version: int, *, kind: RecordKind, reason: str
+        self,
+        model: str,
+        version: int,
+        *,
+        kind: RecordKind,
+        reason: str,
+        rollout: Mapping[str, Any] | None = None,
     ) -> ModelVersion:
         history = self.history(model)
         target = _original(history, model, version)
-        serving = history[-1]
-        if serving.version == version:
-            raise ManualRecordRefused(f"{model} v{version} is already serving")
-        if kind == RecordKind.ROLLBACK and version > serving.version:
-            raise ManualRecordRefused(
-                f"a rollback goes back to an earlier version, and v{version} is newer than the "
-                f"serving v{serving.version}: promote it instead"
-            )
+        state = serving_state(history)[model]
+        _refuse_pointless(state, version, kind, rollout)
         record = manual_record(
             target,
             kind=kind,
-            previous_version=serving.version,
+            previous_version=_replaced_version(state, version, kind),
             reason=reason,
             operator=default_operator(),
+            rollout=rollout,
         ).signed(self._key())
         producer = KafkaProducer(acks="all", **self.kafka)
         try:
@@ -359,6 +491,75 @@ class RegistryClient(ClosedOnExit):
             producer.close()
         log.info("published %s of %s v%d: %s", kind, model, version, reason)
         return record
+
+
+def _refuse_pointless(
+    state: ServingState, version: int, kind: RecordKind, rollout: Mapping[str, Any] | None
+) -> None:
+    """Raise :class:`ManualRecordRefused` for a record that would change nothing or goes the
+    wrong way."""
+    stable, trial = state.stable.version, state.trial
+    model = state.stable.model
+    if kind in (RecordKind.CANARY, RecordKind.SHADOW):
+        if version == stable:
+            raise ManualRecordRefused(f"{model} v{version} is the stable version: nothing to try")
+        if trial is not None and (trial.version, trial.kind, trial.rollout) == (
+            version,
+            kind,
+            dict(rollout or {}),
+        ):
+            raise ManualRecordRefused(f"{model} v{version} is on trial as a {kind} already")
+        return
+    if version == stable and trial is None:
+        raise ManualRecordRefused(f"{model} v{version} is already serving")
+    if kind is RecordKind.ROLLBACK and version > stable:
+        raise ManualRecordRefused(
+            f"a rollback goes back to an earlier version, and v{version} is newer than the "
+            f"serving v{stable}: promote it instead"
+        )
+
+
+def _replaced_version(state: ServingState, version: int, kind: RecordKind) -> int:
+    """What a record takes out of service, for its ``previous_version``: the trial, when a
+    rollback only stops it; else the stable version (which a trial runs beside)."""
+    if kind is RecordKind.ROLLBACK and state.trial is not None and version == state.stable.version:
+        return state.trial.version
+    return state.stable.version
+
+
+def read_to_end(
+    topic: str, kafka: Mapping[str, Any], *, timeout_ms: int = _READ_TIMEOUT_MS
+) -> Iterator[ConsumerRecord]:
+    """Every record of ``topic`` from its beginning to its end as it was when reading started,
+    partition by partition; nothing for a topic that does not exist (it is not created)."""
+    consumer = KafkaConsumer(
+        enable_auto_commit=False,
+        allow_auto_create_topics=False,
+        consumer_timeout_ms=timeout_ms,
+        **kafka,
+    )
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not assigned:
+            return
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        remaining = {tp: end for tp, end in consumer.end_offsets(assigned).items() if end > 0}
+        if not remaining:
+            return
+        for message in consumer:
+            tp = TopicPartition(message.topic, message.partition)
+            if message.offset < remaining.get(tp, 0):
+                yield message
+            if message.offset + 1 >= remaining.get(tp, 0):
+                remaining.pop(tp, None)
+            if not remaining:
+                return
+        if remaining:
+            raise TimeoutError(f"the topic {topic} was not read to its end")
+    finally:
+        consumer.close()
 
 
 def _original(history: list[ModelVersion], model: str, version: int) -> ModelVersion:

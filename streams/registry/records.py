@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MANUAL_KINDS",
     "OPERATOR_ENV",
+    "OPERATOR_KINDS",
     "RECORD_SIGNATURE_SCHEME",
     "ArtifactRef",
     "ModelVersion",
@@ -110,7 +111,12 @@ TRIAL_KINDS = frozenset({RecordKind.CANARY, RecordKind.SHADOW})
 """Kinds that put a version on trial beside the stable one."""
 
 MANUAL_KINDS = frozenset({RecordKind.MANUAL, RecordKind.ROLLBACK})
-"""Kinds of the records an operator publishes; they never issue a version number."""
+"""Kinds of the records that make an earlier version stable by hand (:attr:`ModelVersion.is_manual`,
+which the trainer adopts as its champion); they never issue a version number."""
+
+OPERATOR_KINDS = MANUAL_KINDS | TRIAL_KINDS | {RecordKind.ROLLOUT}
+"""Kinds an operator may publish (:func:`manual_record`): the manual ones, a trial of an existing
+version, and the end of a trial. Repeating a version, none of them issues a number."""
 
 OPERATOR_ENV = "DRIFTLINE_OPERATOR"
 
@@ -168,7 +174,8 @@ class ModelVersion:
     @classmethod
     def from_promotion(cls, promotion: Promotion, artifact: ArtifactRef) -> ModelVersion:
         """The (unsigned) record of a trainer's ``promotion``, whose stored artifact is
-        ``artifact``."""
+        ``artifact``; a trial (``canary``, ``shadow``) carries the promotion's ``rollout``."""
+        rollout = promotion.rollout
         return cls(
             model=promotion.model,
             version=promotion.version,
@@ -179,6 +186,7 @@ class ModelVersion:
             evidence=promotion.evidence,
             lineage=promotion.lineage,
             artifact=artifact,
+            rollout=None if rollout is None else dict(rollout),
         )
 
     @property
@@ -254,17 +262,26 @@ def manual_record(
     previous_version: int | None,
     reason: str,
     operator: str,
+    rollout: Mapping[str, Any] | None = None,
 ) -> ModelVersion:
-    """The record that makes ``target`` (a trainer's record) serve again, by an operator's hand.
+    """The record that makes ``target`` (a trainer's record) serve again, by an operator's hand:
+    as stable (``manual``, ``rollback``, ``rollout``) or on trial (``canary``, ``shadow``; see
+    :data:`OPERATOR_KINDS`).
 
     It repeats ``target``'s version, candidate, artifact, lineage and libraries: manual records
-    never issue a version number, and the artifact stays the one the trainer signed. The record
-    is unsigned: sign it (:meth:`ModelVersion.signed`) before publishing it.
+    never issue a version number, and the artifact stays the one the trainer signed. A trial
+    needs ``rollout={"fraction": f}``, 0 < f <= 1 (1 for a shadow, which scores every event); no
+    other kind takes one. The record is unsigned: sign it (:meth:`ModelVersion.signed`) before
+    publishing it.
     """
-    if kind not in MANUAL_KINDS:
-        raise ValueError(f"a manual record's kind is one of {sorted(MANUAL_KINDS)}, not {kind!r}")
+    kind = RecordKind(kind)
+    if kind not in OPERATOR_KINDS:
+        raise ValueError(
+            f"a manual record's kind is one of {sorted(OPERATOR_KINDS)}, not {kind.value!r}"
+        )
     if not reason.strip():
         raise ValueError("a manual record needs a reason")
+    _check_rollout(kind, rollout)
     return ModelVersion(
         model=target.model,
         version=target.version,
@@ -278,7 +295,21 @@ def manual_record(
         # What trained the artifact, not what publishes the record: it is the same artifact.
         libraries=target.libraries,
         operator=operator,
+        rollout=None if rollout is None else dict(rollout),
     )
+
+
+def _check_rollout(kind: RecordKind, rollout: Mapping[str, Any] | None) -> None:
+    if kind not in TRIAL_KINDS:
+        if rollout is not None:
+            raise ValueError(f"only a trial (canary, shadow) has a rollout, not a {kind} record")
+        return
+    fraction: Any = (rollout or {}).get("fraction")
+    # bool is an int: True must not read as a fraction of 1.
+    if not (type(fraction) in (int, float) and 0 < fraction <= 1):
+        raise ValueError(f"a {kind} needs a traffic fraction in (0, 1], not {fraction!r}")
+    if kind is RecordKind.SHADOW and fraction != 1:
+        raise ValueError(f"a shadow scores every event: its fraction is 1, not {fraction!r}")
 
 
 def serving_records(records: Iterable[ModelVersion]) -> dict[str, ModelVersion]:

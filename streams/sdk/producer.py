@@ -15,6 +15,10 @@ workers and the registry client: ``KAFKA_BOOTSTRAP_SERVERS`` and every ``KAFKA_S
 
 The underlying ``KafkaProducer`` connects on the first send, so constructing an
 :class:`EventProducer` does no network I/O.
+
+Outcomes (:meth:`EventProducer.send_outcome`), the labels of events scored earlier, travel the
+same way: validated first, keyed by model (the scorer joins an outcome to its prediction within
+the model's partition), with the same delivery guarantees.
 """
 
 from __future__ import annotations
@@ -31,9 +35,12 @@ from streams.closing import ClosedOnExit
 from streams.contract import (
     Event,
     LabeledEvent,
+    Outcome,
     UnlabeledEvent,
     encode_event,
+    encode_outcome,
     validate_labeled,
+    validate_outcome,
     validate_unlabeled,
 )
 from streams.settings import Settings, SettingsError
@@ -88,7 +95,7 @@ class DeliveryError(RuntimeError):
 
 
 class EventProducer(ClosedOnExit):
-    """Send labeled and unlabeled events, keyed by model name.
+    """Send labeled and unlabeled events, and outcomes, keyed by model name.
 
     Every parameter left out comes from ``settings`` (default: :meth:`Settings.from_env`): the
     Kafka connection with its security settings, and the topics. Given, ``bootstrap_servers``
@@ -103,6 +110,7 @@ class EventProducer(ClosedOnExit):
         *,
         topic: str | None = None,
         unlabeled_topic: str | None = None,
+        outcomes_topic: str | None = None,
         settings: Settings | None = None,
         **kafka_config: Any,
     ) -> None:
@@ -121,6 +129,7 @@ class EventProducer(ClosedOnExit):
             raise ProducerConfigError(str(error)) from error
         self.topic = topic or settings.topics.labeled
         self.unlabeled_topic = unlabeled_topic or settings.topics.unlabeled
+        self.outcomes_topic = outcomes_topic or settings.topics.outcomes
         self._kafka_config = {**_DURABLE_DEFAULTS, **connection, **kafka_config}
         self._kafka: KafkaProducer | None = None
         self._closed = False
@@ -140,6 +149,13 @@ class EventProducer(ClosedOnExit):
             event = validate_unlabeled(event)
         return self._send(self.unlabeled_topic, event)
 
+    def send_outcome(self, outcome: Mapping[str, Any] | Outcome) -> FutureRecordMetadata:
+        """Validate ``outcome`` (the label of an event sent unlabeled) and send it to the outcomes
+        topic; raises ``InvalidEvent`` before sending."""
+        if not isinstance(outcome, Outcome):
+            outcome = validate_outcome(outcome)
+        return self._send(self.outcomes_topic, outcome)
+
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every sent event is acknowledged or failed.
 
@@ -158,13 +174,14 @@ class EventProducer(ClosedOnExit):
             kafka.close(timeout)
         self._raise_failures()
 
-    def _send(self, topic: str, event: Event) -> FutureRecordMetadata:
+    def _send(self, topic: str, record: Event | Outcome) -> FutureRecordMetadata:
         if self._closed:
             raise ProducerClosedError("send after close()")
         if self._kafka is None:
             self._kafka = KafkaProducer(**self._kafka_config)
-        future = self._kafka.send(topic, value=encode_event(event), key=event.model.encode())
-        future.add_errback(self._record_failure, topic, event.event_id)
+        value = encode_outcome(record) if isinstance(record, Outcome) else encode_event(record)
+        future = self._kafka.send(topic, value=value, key=record.model.encode())
+        future.add_errback(self._record_failure, topic, record.event_id)
         return future
 
     def _record_failure(self, topic: str, event_id: str, error: BaseException) -> None:

@@ -9,6 +9,11 @@ the workers refuse to run without a key, and a newcomer should not have to inven
 first promotion. It lives as long as the stack's data (records signed with it stay readable), and
 is never meant for anything but this local stack.
 
+One stack per state folder: ``up`` with ports other than those of the stack already running there
+is refused (:class:`PortConflictError`) rather than answered with the running stack's ports, and
+``down`` names the driftline workers that still use the stack (:mod:`streams.stack.clients`),
+which will retry against it until they are stopped.
+
 Example (not run as a doctest: it starts Java)::
 
     stack = LocalStack()
@@ -29,9 +34,22 @@ from pathlib import Path
 
 from streams.settings import BOOTSTRAP_SERVERS_ENV, REDIS_URL_ENV, SIGNING_KEY_FILE_ENV
 from streams.stack import broker, redis_server
+from streams.stack.clients import StackClient, find_clients
 from streams.stack.process import MissingToolError, StackError, free_port, is_alive, stop
 
-__all__ = ["Endpoints", "LocalStack", "MissingToolError", "StackError", "default_state_dir"]
+__all__ = [
+    "Endpoints",
+    "LocalStack",
+    "MissingToolError",
+    "PortConflictError",
+    "StackClient",
+    "StackError",
+    "default_state_dir",
+]
+
+
+class PortConflictError(StackError):
+    """``up`` was asked for a port other than the one the running stack listens on."""
 
 
 def default_state_dir() -> Path:
@@ -132,9 +150,15 @@ class LocalStack:
         )
 
     def up(self, *, kafka_port: int | None = None, redis_port: int | None = None) -> Endpoints:
-        """Start the broker and Redis (or reuse a healthy running pair) and wait until ready."""
+        """Start the broker and Redis (or reuse a healthy running pair) and wait until ready.
+
+        Raises :class:`PortConflictError` if a healthy stack runs with another port than
+        ``kafka_port`` or ``redis_port``: reusing it would hand out addresses the caller did
+        not ask for, and replacing it would pull it from under its workers.
+        """
         services = self._load()
         if services and self._healthy(services):
+            self._check_ports(services, kafka=kafka_port, redis=redis_port)
             return self._endpoints(services)
         if services:
             self.down()
@@ -172,6 +196,22 @@ class LocalStack:
             raise
         return endpoints
 
+    def _check_ports(self, services: dict[str, _Service], **wanted: int | None) -> None:
+        for name, port in wanted.items():
+            if port is not None and port != services[name].port:
+                raise PortConflictError(
+                    f"the local stack at {self.state_dir} already runs with {name} on port "
+                    f"{services[name].port}, not {port}; stop it first (driftline stack down) "
+                    f"or leave out --{name}-port"
+                )
+
+    def clients(self) -> list[StackClient]:
+        """The driftline workers (``worker``, ``score``) that use this stack's Kafka or Redis."""
+        services = self._load()
+        if not services:
+            return []
+        return find_clients([f"{self.host}:{service.port}" for service in services.values()])
+
     def status(self) -> dict[str, dict[str, object]]:
         """What runs: per service its pid, port, whether the process lives and answers."""
         services = self._load()
@@ -196,8 +236,10 @@ class LocalStack:
         """Stop what :meth:`up` started (SIGTERM, then SIGKILL after ``timeout``).
 
         Removes the data folders and the development signing key unless ``keep_data``. Returns a
-        line per stopped service.
+        line per stopped service, and a last line naming the driftline workers that still use
+        the stack (they retry until they are stopped), if any.
         """
+        clients = self.clients()
         stopped = []
         for name, service in self._load().items():
             if service.pid > 0 and is_alive(service.pid):
@@ -208,6 +250,12 @@ class LocalStack:
         if not keep_data:
             self.signing_key_file.unlink(missing_ok=True)
         self._state_file.unlink(missing_ok=True)
+        if clients:
+            pids = " ".join(str(client.pid) for client in clients)
+            stopped.append(
+                f"still used by {', '.join(map(str, clients))}: they retry until stopped "
+                f"(kill {pids})"
+            )
         return stopped
 
     def stop_service(self, service: str, *, timeout: float = 20.0) -> None:

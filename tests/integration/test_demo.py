@@ -26,6 +26,9 @@ def test_the_demo_learns_scores_and_reports(
 ) -> None:
     marker = f"{MARKER}={uuid.uuid4().hex}"
     report = tmp_path / "report"
+    report.mkdir()
+    # A log of an earlier run: each run writes its own from the start.
+    (report / "trainer.log").write_text("EARLIER RUN\n")
     result = driftline_cli(
         "demo",
         "--events",
@@ -47,7 +50,18 @@ def test_the_demo_learns_scores_and_reports(
     summary = (report / "summary.md").read_text()
     assert "| v1 | steady | initial |" in summary
     assert "6,000 learned, 6,000 scored" in summary
+    assert "Workers ready in" in summary
+    assert "| version | serving when the event was produced | scored by it |" in summary
+    served = [int(row.split("|")[2].replace(",", "")) for row in _prediction_rows(summary)]
+    assert sum(served) == 6000, summary
     assert "rolling_accuracy.png" in summary
-    assert (report / "trainer.log").exists() and (report / "scorer.log").exists()
+    trainer_log = (report / "trainer.log").read_text()
+    assert "assigned partitions" in trainer_log and "EARLIER RUN" not in trainer_log
+    assert (report / "scorer.log").exists()
 
     assert processes_with(marker) == [], "the demo left a worker running"
+
+
+def _prediction_rows(summary: str) -> list[str]:
+    table = summary.split("## Predictions per version", 1)[1].split("\n\n")[1]
+    return table.splitlines()[2:]

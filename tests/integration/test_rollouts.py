@@ -139,16 +139,16 @@ def _fed_by_join(deployment: Deployment, events: list[dict[str, Any]]) -> None:
         at = i / 800
         unlabeled = {k: v for k, v in event.items() if k != "label"}
         outcome = {k: event[k] for k in ("event_id", "model", "ts", "label")}
-        plan.append((at, deployment.topics.unlabeled, orjson.dumps(unlabeled)))
-        plan.append(
-            (at + rng.uniform(0.1, 0.5), deployment.topics.outcomes, encode_outcome(outcome))
-        )
+        key = event["model"].encode()
+        later = at + rng.uniform(0.1, 0.5)
+        plan.append((at, deployment.topics.unlabeled, key, orjson.dumps(unlabeled)))
+        plan.append((later, deployment.topics.outcomes, key, encode_outcome(outcome)))
     producer = KafkaProducer(bootstrap_servers=deployment.env["KAFKA_BOOTSTRAP_SERVERS"])
     start = time.monotonic()
-    for at, topic, value in sorted(plan, key=lambda item: item[0]):
+    for at, topic, key, value in sorted(plan, key=lambda item: item[0]):
         if (wait := at - (time.monotonic() - start)) > 0:
             time.sleep(wait)
-        producer.send(topic, key=event["model"].encode(), value=value)
+        producer.send(topic, key=key, value=value)
     producer.flush()
     producer.close()
 
@@ -178,3 +178,65 @@ def test_a_trainer_fed_only_through_the_join_promotes_after_a_concept_switch(dri
     assert versions[0].evidence["window"][0] > 12_000
     trainer = deployment.wait_until_learned("sea", len(train_events), timeout=120)
     assert trainer.events == len(train_events), "every joined event learned once"
+
+
+FRIEDMAN = """
+models:
+  friedman:
+    task: regression
+    window: 500
+    champion: slow
+    label_horizon: 60s
+    policy: {metric: mae, warmup: 500, every: 250, min_samples: 500, margin: 0.05, alpha: 0.01}
+    candidates:
+      - {name: slow, river: "StandardScaler | LinearRegression",
+         params: {LinearRegression: {optimizer: {SGD: 0.005}}}}
+      - {name: fast, river: "StandardScaler | LinearRegression",
+         params: {LinearRegression: {optimizer: {SGD: 0.05}}}}
+"""
+
+
+def test_regression_goes_through_the_whole_loop_with_mae_as_the_live_metric(
+    driftline_env, spawn, tmp_path
+):
+    from river.datasets import synth
+
+    config = tmp_path / "friedman.yaml"
+    config.write_text(FRIEDMAN)
+    deployment = Deployment(driftline_env, config_path=config)
+    events = [
+        {
+            "event_id": f"f-{i}",
+            "model": "friedman",
+            "ts": 1,
+            "label": y,
+            "features": {f"x{k}": v for k, v in x.items()},
+        }
+        for i, (x, y) in enumerate(
+            synth.FriedmanDrift(drift_type="gra", position=(3_000, 5_000), seed=42).take(8_000)
+        )
+    ]
+    from pipeline import encoded
+
+    spawn("worker", "--config", str(config), name="trainer")
+    deployment.send_raw(encoded(events[:1_000]))
+    client = client_for(driftline_env)
+    wait_for(lambda: client.history("friedman"), timeout=60, what="v1")
+    spawn("score", "--config", str(config), name="scorer")
+    _fed_by_join(deployment, events[1_000:])
+
+    trainer = deployment.wait_until_learned("friedman", len(events), timeout=180)
+    assert trainer.events == len(events)
+    live = wait_for(
+        lambda: [
+            r
+            for r in TopicReader(driftline_env, deployment.topics.metrics).read(2.0)
+            if r.get("kind") == "live" and r["joined"] > 0
+        ],
+        timeout=60,
+        what="a live report",
+    )
+    cumulative = live[-1]["metrics"]["cumulative"]
+    assert cumulative["mae"] is not None and cumulative["mae"] > 0
+    predictions = TopicReader(driftline_env, deployment.topics.predictions).read(2.0)
+    assert predictions and all(isinstance(p["prediction"], float) for p in predictions)

@@ -7,14 +7,17 @@ One run, from nothing to a report:
 2. isolate the run: a fresh topic prefix, Redis prefix and consumer group; the signing key from
    the environment, or a random one for this run;
 3. start a trainer worker (``driftline worker``) and a scoring worker (``driftline score``) as
-   subprocesses, their logs in the report folder;
+   subprocesses, their logs in the report folder (written afresh by each run), and wait until
+   both are ready, showing each one's start-up stage from its log;
 4. stream a SEA drift dataset at ``--rate`` events/s, each event both labeled (for the trainer)
    and unlabeled (for the scorer);
 5. show, live, what the workers publish: the metrics topic (events learned, each candidate's
    rolling accuracy, the champion), the registry topic (promotions and their reasons) and the
    predictions topic (events scored, per serving version);
 6. once every event is learned and scored (or a bounded wait runs out), stop the workers and
-   write ``summary.md`` and ``rolling_accuracy.png`` to the report folder.
+   write ``summary.md`` and ``rolling_accuracy.png`` to the report folder; predictions are
+   counted by the version serving when each event was produced, and by the version that
+   scored it (which adds the scorer's lag).
 
 The package, one concept per module:
 
@@ -24,6 +27,7 @@ The package, one concept per module:
   an :class:`Observation`;
 - :mod:`~streams.cli.demo.report`: the summary, its tables and markdown, and the plot (pure:
   they work from plain metric records and registry records);
+- :mod:`~streams.cli.demo.startup`: each worker's start-up stage, read from its log;
 - :mod:`~streams.cli.demo.live`: the live view;
 - :mod:`~streams.cli.demo.runner`: :func:`run`, which starts, streams, waits, reports and
   always stops what it started.

@@ -12,10 +12,12 @@ from rich.table import Table
 from streams.cli.demo.report import accuracy_text, promotion_event
 from streams.cli.demo.watcher import Observation
 
-__all__ = ["REFRESH_PER_SECOND", "LiveState", "RateMeter", "live_view"]
+__all__ = ["REFRESH_PER_SECOND", "STARTING", "LiveState", "RateMeter", "live_view"]
 
 #: Frames per second of the live view.
 REFRESH_PER_SECOND = 4
+#: The first phase: the workers start, and nothing is sent yet.
+STARTING = "starting the workers"
 
 
 class RateMeter:
@@ -40,8 +42,12 @@ class LiveState:
     """What the main thread does, for the live view (read by rich's refresh thread)."""
 
     events: int
+    report_every: int = 0
+    """Events between two metrics reports of the trainer: "learned" moves by this much."""
     sent: int = 0
-    phase: str = "starting the workers"
+    phase: str = STARTING
+    workers: dict[str, str] = field(default_factory=dict)
+    """Each worker's start-up stage, by name, while :attr:`phase` is :data:`STARTING`."""
     streamed_seconds: float | None = None
     """How long streaming took, once it is over."""
     sent_rate: RateMeter = field(default_factory=RateMeter)
@@ -54,15 +60,16 @@ def live_view(state: LiveState, observation: Observation) -> Group:
     status = Table(title=f"driftline demo: {state.phase}", title_justify="left", show_header=False)
     status.add_column(style="bold")
     status.add_column()
+    if state.phase == STARTING:
+        for name, stage in (state.workers or {"workers": "starting"}).items():
+            status.add_row(name, stage)
+        return Group(status)
     if state.streamed_seconds is None:
         pace = f"{state.sent_rate.update(state.sent):,.0f}/s"
     else:
         pace = f"in {state.streamed_seconds:.1f} s"
     status.add_row("events sent", f"{state.sent:,} / {state.events:,}  ({pace})")
-    status.add_row(
-        "events learned",
-        f"{observation.learned:,}  ({state.learned_rate.update(observation.learned):,.0f}/s)",
-    )
+    status.add_row("events learned", _learned(state, observation))
     for name, scores in latest.get("candidates", {}).items():
         status.add_row(
             f"  {name}", f"rolling accuracy {accuracy_text(scores['rolling'].get('accuracy'))}"
@@ -85,3 +92,12 @@ def live_view(state: LiveState, observation: Observation) -> Group:
             record.reason,
         )
     return Group(status, promotions)
+
+
+def _learned(state: LiveState, observation: Observation) -> str:
+    rate = state.learned_rate.update(observation.learned)
+    if observation.metrics or not state.sent:
+        return f"{observation.learned:,}  ({rate:,.0f}/s)"
+    # Zero until the trainer's first report, however many it has learned: say why.
+    every = f" (it reports every {state.report_every:,} events)" if state.report_every else ""
+    return f"waiting for the trainer's first report{every}"

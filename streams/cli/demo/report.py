@@ -2,11 +2,19 @@
 
 Pure: everything here works from plain metric records and registry records (an
 :class:`~streams.cli.demo.watcher.Observation`), so it is tested without Kafka.
+
+Predictions are counted per version twice, because the two counts answer different questions:
+by the version that was serving when the demo produced each event (what a scorer that keeps up
+would have served it with: :func:`served_when_produced`), and by the version that actually
+scored it (the prediction record's; how far the scorer lags behind shows here).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import bisect
+import itertools
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +24,7 @@ from rich.table import Table
 
 from streams.cli.demo.options import DemoOptions
 from streams.cli.demo.watcher import Observation
-from streams.registry.records import ModelVersion
+from streams.registry.records import ModelVersion, serving_state
 
 if TYPE_CHECKING:
     # matplotlib is imported when a plot is drawn, not when the report is.
@@ -31,6 +39,7 @@ __all__ = [
     "build_summary",
     "plot_rolling_accuracy",
     "promotion_event",
+    "served_when_produced",
     "summary_markdown",
     "summary_tables",
 ]
@@ -65,6 +74,10 @@ class DemoSummary:
     candidates: list[CandidateResult]
     versions: list[ModelVersion]
     predictions_by_version: dict[int, int]
+    """Predictions per version that made them (includes the scorer's lag)."""
+    served_when_produced: dict[int | None, int]
+    """Scored events per version serving when each was produced (``None``: before the first)."""
+    startup_seconds: float
     pipeline_seconds: float
     total_seconds: float
     missing: list[str] = field(default_factory=list)
@@ -75,16 +88,51 @@ def promotion_event(record: ModelVersion) -> int:
     return int(record.lineage["last_offset"]) + 1
 
 
+def served_when_produced(
+    produced_at: Mapping[str, float],
+    scored: Collection[str],
+    versions: Sequence[ModelVersion],
+    published_at: Sequence[float],
+) -> dict[int | None, int]:
+    """Scored events per version that was serving (stable) when each event was produced.
+
+    ``produced_at`` maps event ids to when the demo sent them; ``published_at`` holds when each
+    of ``versions`` (registry records in log order, one model) was published, on the same clock.
+    Events produced before any version count under ``None``.
+    """
+    # The records published by a moment are a prefix of the log: a running maximum of their
+    # timestamps keeps the prefix well defined however the clocks of two writers differ.
+    published_by = list(itertools.accumulate(published_at, max))
+    serving: list[int | None] = [None]
+    for count in range(1, len(versions) + 1):
+        states = list(serving_state(versions[:count]).values())
+        serving.append(states[0].stable.version if states else None)
+    counts: Counter[int | None] = Counter(
+        serving[bisect.bisect_right(published_by, produced_at[event_id])]
+        for event_id in scored
+        if event_id in produced_at
+    )
+    return dict(sorted(counts.items(), key=lambda item: -1 if item[0] is None else item[0]))
+
+
 def build_summary(
     observation: Observation,
     *,
     model: str,
     options: DemoOptions,
+    produced_at: Mapping[str, float],
+    scored_ids: Collection[str],
+    startup_seconds: float,
     pipeline_seconds: float,
     total_seconds: float,
     missing: Sequence[str] = (),
 ) -> DemoSummary:
-    """Summarise a run from what the topics held at its end."""
+    """Summarise a run from what the topics held at its end.
+
+    ``produced_at`` maps each event id to when it was sent (epoch seconds) and ``scored_ids``
+    holds the ids of the events scored: they count predictions by the version serving when each
+    event was produced.
+    """
     latest = observation.latest or {}
     candidates = [
         CandidateResult(
@@ -108,6 +156,10 @@ def build_summary(
         candidates=candidates,
         versions=list(observation.versions),
         predictions_by_version=dict(sorted(observation.predictions_by_version.items())),
+        served_when_produced=served_when_produced(
+            produced_at, scored_ids, observation.versions, observation.published_at
+        ),
+        startup_seconds=startup_seconds,
         pipeline_seconds=pipeline_seconds,
         total_seconds=total_seconds,
         missing=list(missing),
@@ -163,10 +215,27 @@ def _rows(summary: DemoSummary) -> dict[str, tuple[list[str], list[list[str]]]]:
             ],
         ),
         "Predictions per version": (
-            ["version", "predictions"],
-            [[f"v{v}", f"{n:,}"] for v, n in summary.predictions_by_version.items()],
+            ["version", "serving when the event was produced", "scored by it"],
+            _prediction_rows(summary),
         ),
     }
+
+
+def _prediction_rows(summary: DemoSummary) -> list[list[str]]:
+    served, scored = summary.served_when_produced, summary.predictions_by_version
+    rows = [["none yet", f"{served[None]:,}", "-"]] if served.get(None) else []
+    for version in sorted({v for v in served if v is not None} | set(scored)):
+        rows.append([f"v{version}", f"{served.get(version, 0):,}", f"{scored.get(version, 0):,}"])
+    return rows
+
+
+#: Under the predictions table: what its two counts mean.
+PREDICTIONS_NOTE = (
+    "Serving when the event was produced: the version the registry served when the demo sent "
+    "the event, what a scorer that keeps up scores it with. Scored by it: the version in the "
+    "prediction record, which includes the scorer's lag (a scorer behind the stream scores "
+    "events with the version serving when it reaches them)."
+)
 
 
 def _headline(summary: DemoSummary) -> str:
@@ -174,7 +243,8 @@ def _headline(summary: DemoSummary) -> str:
         f"{summary.events:,} events of {summary.model!r} (concept drift at "
         f"{summary.drift_at:,}), {_rate(summary.rate)}, seed {summary.seed}: "
         f"{summary.learned:,} learned, {summary.scored:,} scored. Champion at the end: "
-        f"{summary.champion} (v{summary.champion_version}). First event to last prediction "
+        f"{summary.champion} (v{summary.champion_version}). Workers ready in "
+        f"{summary.startup_seconds:.1f} s; first event to last prediction "
         f"{summary.pipeline_seconds:.1f} s; whole demo {summary.total_seconds:.1f} s."
     )
 
@@ -196,6 +266,8 @@ def summary_tables(summary: DemoSummary) -> Group:
         parts.append(table)
         if title == "Versions published":
             parts.extend(_reasons(summary))
+        if title == "Predictions per version":
+            parts.append(PREDICTIONS_NOTE)
     parts.extend(f"[red]missing: {line}[/red]" for line in summary.missing)
     return Group(*parts)
 
@@ -221,6 +293,8 @@ def summary_markdown(summary: DemoSummary, *, plot_name: str = PLOT_NAME) -> str
         lines += ["| " + " | ".join(_markdown_cell(cell) for cell in row) + " |" for row in rows]
         if title == "Versions published":
             lines += ["", *(f"- {reason}" for reason in _reasons(summary))]
+        if title == "Predictions per version":
+            lines += ["", PREDICTIONS_NOTE]
     return "\n".join(lines) + "\n"
 
 

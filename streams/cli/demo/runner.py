@@ -1,10 +1,11 @@
 """Running the demo: the stack, the workers, the stream, the wait, then the report.
 
 :func:`run` connects to Kafka and Redis (or starts the local stack), isolates the run under
-fresh names, starts the trainer and scoring workers as subprocesses, streams the drift dataset
-while the live view shows what they publish, waits until every event is learned and scored, and
-writes the report. Whatever happens (an error, Ctrl-C, SIGTERM), its ``finally`` stops what the
-demo started.
+fresh names, starts the trainer and scoring workers as subprocesses, waits until both are ready
+(the live view shows each one's start-up stage, from its log), streams the drift dataset while
+the live view shows what they publish, waits until every event is learned and scored, and writes
+the report. Each run writes its workers' logs afresh. Whatever happens (an error, Ctrl-C,
+SIGTERM), its ``finally`` stops what the demo started.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from streams.cli.demo.report import (
     summary_markdown,
     summary_tables,
 )
+from streams.cli.demo.startup import LogFollower
 from streams.cli.demo.watcher import TopicWatcher
 from streams.config import load_config
 from streams.sdk import replay
@@ -49,6 +51,8 @@ __all__ = ["run"]
 #: How long to wait, after the last event is sent, for it to be learned and scored.
 COMPLETION_TIMEOUT = 120.0
 WORKER_STOP_TIMEOUT = 20.0
+#: How long the workers may take to start before the demo streams anyway (they then catch up).
+STARTUP_TIMEOUT = 60.0
 #: The scorer's wait for the model's first version: the trainer publishes it only after its
 #: warm-up, and a worker that starts slowly (two faust workers on a small machine) must not
 #: make the scorer dead-letter the first events.
@@ -64,6 +68,7 @@ class Worker:
     name: str
     process: subprocess.Popen[bytes]
     log: Path
+    startup: LogFollower
 
     def check(self) -> None:
         """Raise :class:`WorkerExited` if the worker has ended on its own."""
@@ -76,7 +81,8 @@ class Worker:
 
 
 def _start_worker(name: str, argv: list[str], env: Mapping[str, str], log: Path) -> Worker:
-    with open(log, "ab") as handle:
+    # A fresh log per run: one appended to across runs mixes their start-ups and errors.
+    with open(log, "wb") as handle:
         process = subprocess.Popen(
             [sys.executable, "-m", "streams.cli.main", *argv],
             env=dict(env),
@@ -87,7 +93,7 @@ def _start_worker(name: str, argv: list[str], env: Mapping[str, str], log: Path)
             # the workers itself, in order, and waits for them.
             start_new_session=True,
         )
-    return Worker(name, process, log)
+    return Worker(name, process, log, LogFollower(argv[0], log))
 
 
 def _stop_workers(workers: Sequence[Worker], *, timeout: float = WORKER_STOP_TIMEOUT) -> None:
@@ -161,6 +167,23 @@ def _environment(endpoints: Endpoints, run_id: str, console: Console) -> dict[st
     return env
 
 
+def _wait_until_ready(workers: Sequence[Worker], state: LiveState, *, timeout: float) -> None:
+    """Follow the workers' start-up in their logs until each takes events, or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stages = {}
+        for worker in workers:
+            worker.check()
+            stages[worker.name] = worker.startup.stage()
+        # A new dict, not one changed in place: rich's refresh thread iterates it.
+        state.workers = {name: text for name, (text, _) in stages.items()}
+        if all(ready for _, ready in stages.values()):
+            return
+        time.sleep(0.1)
+    late = f" (still, after {timeout:.0f} s: streaming anyway)"
+    state.workers = {name: text + late for name, text in state.workers.items()}
+
+
 def _stream(
     options: DemoOptions,
     *,
@@ -169,7 +192,9 @@ def _stream(
     kafka_config: Mapping[str, Any],
     state: LiveState,
     workers: Sequence[Worker],
-) -> None:
+) -> dict[str, float]:
+    """Send the events at the options' rate; returns when each was sent, by event id."""
+    produced_at: dict[str, float] = {}
     settings = dict(kafka_config)
     with EventProducer(
         settings.pop("bootstrap_servers"),
@@ -189,11 +214,14 @@ def _stream(
             # The unlabeled contract ignores the label, so the same event makes the copy the
             # scorer sees, without its label.
             producer.send_unlabeled(event)
+            # Wall-clock, as the broker's timestamps of the registry records it is compared with.
+            produced_at[event["event_id"]] = time.time()
             state.sent += 1
             if state.sent % 1000 == 0:
                 for worker in workers:
                     worker.check()
         producer.flush()
+    return produced_at
 
 
 def _wait_until_done(
@@ -251,6 +279,7 @@ def run(options: DemoOptions, *, console: Console | None = None) -> int:
         watcher = TopicWatcher(config.topics, kafka_config, model, key=settings.signing_key())
         watcher.start()
         config_arg = ["--config", str(config_path)]
+        workers_started = time.monotonic()
         workers = [
             _start_worker(
                 "trainer worker", ["worker", *config_arg], env, report_dir / "trainer.log"
@@ -262,7 +291,7 @@ def run(options: DemoOptions, *, console: Console | None = None) -> int:
                 report_dir / "scorer.log",
             ),
         ]
-        state = LiveState(events=options.events)
+        state = LiveState(events=options.events, report_every=config.worker.metrics_every)
         # The trainer reports every metrics_every events, so that many is all a report can show.
         learn_target = options.events - options.events % config.worker.metrics_every
         with Live(
@@ -270,9 +299,11 @@ def run(options: DemoOptions, *, console: Console | None = None) -> int:
             console=console,
             refresh_per_second=REFRESH_PER_SECOND,
         ):
+            _wait_until_ready(workers, state, timeout=STARTUP_TIMEOUT)
+            startup_seconds = time.monotonic() - workers_started
             state.phase = "streaming events"
             first_event = time.monotonic()
-            _stream(
+            produced_at = _stream(
                 options,
                 model=model,
                 topics=config.topics,
@@ -300,6 +331,9 @@ def run(options: DemoOptions, *, console: Console | None = None) -> int:
             final,
             model=model,
             options=options,
+            produced_at=produced_at,
+            scored_ids=watcher.scored_event_ids(),
+            startup_seconds=startup_seconds,
             pipeline_seconds=pipeline_seconds,
             total_seconds=time.monotonic() - started,
             missing=missing,

@@ -29,7 +29,11 @@ class Observation:
 
     metrics: tuple[dict[str, Any], ...] = ()
     versions: tuple[ModelVersion, ...] = ()
+    published_at: tuple[float, ...] = ()
+    """When each of :attr:`versions` was published (the broker's timestamp of its record, epoch
+    seconds), index for index."""
     predictions_by_version: Mapping[int, int] = field(default_factory=dict)
+    """Predictions per version that made them: how far the scorer lags behind shows here."""
     scored: int = 0
     """Distinct events scored (predictions are at-least-once; a re-scored event counts once)."""
 
@@ -72,6 +76,7 @@ class TopicWatcher(threading.Thread):
         self._lock = threading.Lock()
         self._metrics: list[dict[str, Any]] = []
         self._versions: list[ModelVersion] = []
+        self._published_at: list[float] = []
         self._by_version: Counter[int] = Counter()
         self._scored_ids: set[str] = set()
 
@@ -81,9 +86,15 @@ class TopicWatcher(threading.Thread):
             return Observation(
                 metrics=tuple(self._metrics),
                 versions=tuple(self._versions),
+                published_at=tuple(self._published_at),
                 predictions_by_version=dict(self._by_version),
                 scored=len(self._scored_ids),
             )
+
+    def scored_event_ids(self) -> frozenset[str]:
+        """The ids of the events scored so far (a copy: for the report, not every frame)."""
+        with self._lock:
+            return frozenset(self._scored_ids)
 
     def stop(self) -> None:
         """Ask the thread to finish (within one poll) and wait for it."""
@@ -103,7 +114,12 @@ class TopicWatcher(threading.Thread):
                 for tp, records in consumer.poll(timeout_ms=250).items():
                     with self._lock:
                         for record in records:
-                            self._take(tp.topic, record.value, f"{tp.topic}[{tp.partition}]")
+                            self._take(
+                                tp.topic,
+                                record.value,
+                                f"{tp.topic}[{tp.partition}]",
+                                _seconds(record.timestamp),
+                            )
         except Exception as error:  # reported by the demo's main thread
             self.error = error
         finally:
@@ -124,11 +140,12 @@ class TopicWatcher(threading.Thread):
                 raise DemoError(f"topics not found on the broker: {', '.join(missing)}")
             time.sleep(0.2)
 
-    def _take(self, topic: str, raw: bytes | None, where: str) -> None:
+    def _take(self, topic: str, raw: bytes | None, where: str, timestamp: float) -> None:
         if topic == self.topics.registry:
             record = parse_record(raw, where=where, key=self.key)
             if record is not None and record.model == self.model:
                 self._versions.append(record)
+                self._published_at.append(timestamp)
             return
         try:
             value = orjson.loads(raw or b"")
@@ -137,7 +154,9 @@ class TopicWatcher(threading.Thread):
         if not isinstance(value, dict) or value.get("model") != self.model:
             return
         if topic == self.topics.metrics:
-            self._metrics.append(value)
+            # The trainer's reports only: the scorer publishes its live reports here too.
+            if isinstance(value.get("events"), int) and isinstance(value.get("candidates"), dict):
+                self._metrics.append(value)
             return
         version, event_id = value.get("version"), value.get("event_id")
         # A prediction without them is skipped like undecodable JSON: a version that is not a
@@ -145,3 +164,8 @@ class TopicWatcher(threading.Thread):
         if isinstance(version, int) and isinstance(event_id, str):
             self._by_version[version] += 1
             self._scored_ids.add(event_id)
+
+
+def _seconds(timestamp_ms: int | None) -> float:
+    """A record's broker timestamp in epoch seconds; now, for a record without one."""
+    return timestamp_ms / 1000 if timestamp_ms is not None and timestamp_ms >= 0 else time.time()

@@ -16,7 +16,10 @@ from streams.cli.demo import (
     promotion_event,
     summary_markdown,
 )
+from streams.cli.demo.report import served_when_produced
+from streams.cli.demo.watcher import TopicWatcher
 from streams.registry.records import ArtifactRef, ModelVersion
+from streams.topics import Topics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -71,9 +74,30 @@ def observation() -> Observation:
             model_version(1, "steady", "initial", 999),
             model_version(2, "agile", "challenger", 1999, p_value=0.00123),
         ),
+        published_at=(110.0, 120.0),
         predictions_by_version={2: 900, 1: 1100},
         scored=2000,
     )
+
+
+#: 2,000 events sent one per 10 ms from t=100: v1 (published at 110) serves from event 1,000 on,
+#: v2 (published at 120) from event 2,000 on; events before 1,000 had no version yet.
+PRODUCED_AT = {f"e-{n}": 100.0 + n / 100 for n in range(2000)}
+SCORED = frozenset(PRODUCED_AT)
+
+
+def summarise(observation: Observation, **overrides: Any):
+    settings: dict[str, Any] = {
+        "model": "sea",
+        "options": DemoOptions(events=2000, rate=1000, seed=7),
+        "produced_at": PRODUCED_AT,
+        "scored_ids": SCORED,
+        "startup_seconds": 2.0,
+        "pipeline_seconds": 3.0,
+        "total_seconds": 5.0,
+        **overrides,
+    }
+    return build_summary(observation, **settings)
 
 
 def test_an_observation_counts_events_learned_from_the_last_report(observation) -> None:
@@ -86,13 +110,7 @@ def test_a_promotion_happens_after_the_last_event_it_saw(observation) -> None:
 
 
 def test_the_summary_takes_the_last_report_and_every_version(observation) -> None:
-    summary = build_summary(
-        observation,
-        model="sea",
-        options=DemoOptions(events=2000, rate=1000, seed=7),
-        pipeline_seconds=3.0,
-        total_seconds=5.0,
-    )
+    summary = summarise(observation)
     assert (summary.learned, summary.scored, summary.drift_at) == (2000, 2000, 1000)
     assert (summary.champion, summary.champion_version) == ("agile", 2)
     assert [(c.name, c.rolling_accuracy, c.events) for c in summary.candidates] == [
@@ -104,12 +122,9 @@ def test_the_summary_takes_the_last_report_and_every_version(observation) -> Non
 
 
 def test_the_markdown_embeds_the_plot_and_lists_versions_and_predictions(observation) -> None:
-    summary = build_summary(
+    summary = summarise(
         observation,
-        model="sea",
         options=DemoOptions(events=2000, drift_at=1200),
-        pipeline_seconds=3.0,
-        total_seconds=5.0,
         missing=["after 120 s: scored 1,999 of 2,000 events"],
     )
     text = summary_markdown(summary, plot_name="plot.png")
@@ -118,7 +133,12 @@ def test_the_markdown_embeds_the_plot_and_lists_versions_and_predictions(observa
     assert "| agile (champion) | 0.9700 | 0.9600 | 2,000 |" in text
     assert "| v2 | agile | challenger | 2,000 | 1,001-2,000 | 0.00123 |" in text
     assert "| v1 | steady | initial | 1,000 | 1-1,000 | - |" in text
-    assert "| v1 | 1,100 |" in text
+    assert "| version | serving when the event was produced | scored by it |" in text
+    assert "| none yet | 1,000 | - |" in text
+    assert "| v1 | 1,000 | 1,100 |" in text
+    assert "| v2 | 0 | 900 |" in text
+    assert "includes the scorer's lag" in text
+    assert "Workers ready in 2.0 s; first event to last prediction 3.0 s" in text
     assert "- v2: agile won | by a margin" in text
     assert "## Missing" in text and "scored 1,999 of 2,000" in text
 
@@ -151,3 +171,51 @@ def test_the_default_configuration_is_found_from_any_folder() -> None:
     assert options.config_path.is_absolute()
     assert DemoOptions(events=40_000).drift_index == 20_000
     assert DemoOptions(events=40_000, drift_at=5).drift_index == 5
+
+
+def test_predictions_count_by_the_version_serving_when_each_event_was_produced(
+    observation,
+) -> None:
+    produced = {"a": 105.0, "b": 110.0, "c": 115.0, "d": 125.0, "e": 126.0, "unsent": 1.0}
+    counts = served_when_produced(
+        {k: v for k, v in produced.items() if k != "unsent"},
+        ["a", "b", "c", "d", "unscored-but-listed", "unsent"],
+        observation.versions,
+        observation.published_at,
+    )
+    # "b" was produced the moment v1 was published: v1 served it. "e" was not scored.
+    assert counts == {None: 1, 1: 2, 2: 1}
+    assert list(counts) == [None, 1, 2]
+
+
+def test_a_rollback_serves_the_version_it_returns_to(observation) -> None:
+    rollback = model_version(1, "steady", "rollback", 999)
+    versions = (*observation.versions, rollback)
+    counts = served_when_produced(
+        {"a": 115.0, "b": 125.0, "c": 135.0}, ["a", "b", "c"], versions, (110.0, 120.0, 130.0)
+    )
+    assert counts == {1: 2, 2: 1}
+
+
+def test_a_record_timestamped_before_the_one_before_it_keeps_the_log_order(observation) -> None:
+    # Two writers' clocks may disagree by a little: the log order still decides what serves.
+    counts = served_when_produced(
+        {"a": 115.0, "b": 125.0}, ["a", "b"], observation.versions, (120.0, 119.0)
+    )
+    assert counts == {None: 1, 2: 1}
+
+
+def test_the_watcher_takes_the_trainer_reports_not_the_scorer_live_reports() -> None:
+    import orjson
+
+    topics = Topics.from_prefix("t.")
+    watcher = TopicWatcher(topics, {}, "sea", key=b"k")
+    live = {"kind": "live", "model": "sea", "version": 1, "arm": "stable", "served": 3}
+    for value in (metrics_report(500, 0.9, 0.8), live, metrics_report(1000, 0.9, 0.8)):
+        watcher._take(topics.metrics, orjson.dumps(value), "t.metrics[0]", 1.0)
+    prediction = {"event_id": "e-1", "model": "sea", "version": 1, "prediction": True}
+    watcher._take(topics.predictions, orjson.dumps(prediction), "t.predictions[0]", 1.0)
+    seen = watcher.observation()
+    assert [report["events"] for report in seen.metrics] == [500, 1000]
+    assert (seen.scored, dict(seen.predictions_by_version)) == (1, {1: 1})
+    assert watcher.scored_event_ids() == {"e-1"}

@@ -10,7 +10,7 @@ from kafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
 from kafka.future import Future
 
 import streams.sdk.producer as producer_module
-from streams.contract import InvalidEvent, decode_labeled, decode_unlabeled
+from streams.contract import InvalidEvent, Outcome, decode_labeled, decode_outcome, decode_unlabeled
 from streams.registry.client import RegistryClient
 from streams.sdk.producer import (
     DeliveryError,
@@ -200,3 +200,64 @@ def test_close_reports_failures_and_refuses_further_sends(
     assert fake_kafka.instances[0].closed
     with pytest.raises(ProducerClosedError):
         producer.send(event("b"))
+
+
+def outcome(event_id: str = "e-1", **overrides: Any) -> dict[str, Any]:
+    return {"event_id": event_id, "model": "churn", "ts": 1_718_000_100, "label": "yes"} | overrides
+
+
+def test_an_outcome_goes_to_the_outcomes_topic_keyed_by_model(
+    fake_kafka: type[FakeKafkaProducer],
+) -> None:
+    with EventProducer("broker:9092") as producer:
+        producer.send_outcome(outcome())
+        producer.send_outcome(Outcome("e-2", "fraud", 1_718_000_200.0, True))
+    (topic, key, value), (_, other_key, other_value) = fake_kafka.instances[0].sent
+    assert (topic, key) == ("driftline.events.outcomes", b"churn")
+    assert decode_outcome(value) == Outcome("e-1", "churn", 1_718_000_100.0, "yes")
+    assert (other_key, decode_outcome(other_value).label) == (b"fraud", True)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "code"),
+    [
+        ({"label": None}, "wrong_type"),
+        ({"label": float("inf")}, "non_finite"),
+        ({"ts": 2e12}, "bad_timestamp"),
+    ],
+)
+def test_an_invalid_outcome_is_refused_before_sending(
+    fake_kafka: type[FakeKafkaProducer], overrides: dict[str, Any], code: str
+) -> None:
+    producer = EventProducer("broker:9092")
+    with pytest.raises(InvalidEvent) as caught:
+        producer.send_outcome(outcome(**overrides))
+    assert caught.value.code == code
+    with pytest.raises(InvalidEvent, match="label"):
+        producer.send_outcome({"event_id": "e-1", "model": "churn", "ts": 1})
+    assert fake_kafka.instances == []  # nothing was even connected
+
+
+def test_outcome_topic_follows_prefix_and_argument(
+    fake_kafka: type[FakeKafkaProducer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DRIFTLINE_TOPIC_PREFIX", "staging.")
+    assert EventProducer("b:1").outcomes_topic == "staging.events.outcomes"
+    assert EventProducer("b:1", outcomes_topic="mine").outcomes_topic == "mine"
+
+
+def test_an_undelivered_outcome_is_reported_by_flush_and_close(
+    fake_kafka: type[FakeKafkaProducer],
+) -> None:
+    producer = EventProducer("broker:9092")
+    producer.send_outcome(outcome("o-1"))
+    fake_kafka.instances[0].fail_with = NotLeaderForPartitionError()
+    with pytest.raises(DeliveryError) as caught:
+        producer.flush()
+    (failure,) = caught.value.failures
+    assert (failure.topic, failure.event_id) == ("driftline.events.outcomes", "o-1")
+    producer.send_outcome(outcome("o-2"))
+    with pytest.raises(DeliveryError, match="o-2"):
+        producer.close()
+    with pytest.raises(ProducerClosedError):
+        producer.send_outcome(outcome("o-3"))
