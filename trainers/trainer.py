@@ -10,7 +10,8 @@
    that increases within that source (a Kafka worker may pass ``"topic[partition]"`` and the
    offset, a replay a file name and a line number);
 4. every ``policy.every`` events (and at ``policy.warmup``) asks the `PromotionPolicy` whether to
-   promote, and on a decision issues the next version as a `Promotion`.
+   promote, and on a decision issues the next version as a `Promotion`; every ``refresh_every``
+   events (when set) it checks whether the champion deserves a ``refresh`` (below).
 
 The trainer is pure: no I/O, no clock, no randomness beyond the candidates' seeds. Its whole state
 pickles (`snapshot`), and a trainer restored under the same specification continues exactly as
@@ -37,16 +38,59 @@ was vacant.
 The configured ``champion`` is only a cold-start preference: it is not imposed again once a
 version has served.
 
+Served copy and refreshes
+-------------------------
+The champion keeps learning after its promotion while the scorers serve its frozen copy. The
+trainer keeps that *served copy* (the estimator of the version serving as stable: the copy it
+promoted, or the artifact an adoption handed it) and tests it on every event like the candidates,
+before any of them learns, with the same metrics, but never lets it learn. Its score restarts
+whenever another version serves, so that it always describes the version serving now, and
+`report` shows it under ``served`` with the ``staleness`` of the serving version: the live
+champion's primary metric next to the served copy's, on the events both scored.
+
+With ``refresh_every > 0``, every ``refresh_every`` events, the policy compares the live champion
+with its served copy exactly as it compares a challenger with the champion (cooldown since the
+last promotion or adoption, ``min_samples`` paired events, ``margin`` and the paired test at
+``alpha``), and when the live champion wins it is issued again as a new version of kind
+``"refresh"``. A served copy that raises while predicting is no longer tested (``served``
+says why in `report`), and no refresh is issued against it.
+
+Rollout strategies
+------------------
+Under the ``direct`` strategy every promotion serves at once, and the promoted candidate is the
+champion. Under ``canary`` and ``shadow`` (see `trainers.spec.RolloutSpec`), the first version of
+a model still serves at once (as ``initial``: there is nothing to compare it with), but every later
+promotion, challenger or refresh (or a new champion for a vacant title) is issued as a *trial*:
+a `Promotion` of kind ``"canary"`` or ``"shadow"``, with a new version number and
+``rollout={"fraction": f}`` (1.0 for a shadow), and ``evidence["decision"]`` saying what the
+policy decided. The champion does not change: a trial serves beside the stable version until a
+``rollout`` (the worker calls `adopt` with the trial's version: the promoted candidate becomes
+the champion) or a ``rollback`` ends it. While a trial is pending (`trial`), the policy is not
+consulted for the model, so that a second trial never competes with the first and the evidence of
+the guardrail is about one version at a time; `adopt` ends the pending trial whatever it adopts.
+
+Obeying the registry
+--------------------
+`adopt` makes a version the one serving as stable: an operator's promote, a rollout or a
+rollback. Given the version's frozen artifact (``estimator``), the trainer tests it as the
+served copy. Unless the version is the pending trial rolled out (whose candidate has been
+learning from where the trial's copy was taken), the artifact also *replaces* the live candidate
+of that name: after a rollback the champion is the rolled-back version as served, not the live
+candidate of the same name that kept learning since, and its scores restart with it, so that its
+metrics describe what serves (no challenger can win until the adopted champion has
+``min_samples`` paired events).
+
 Configuration changes
 ---------------------
 The configuration owns the model, not the checkpoint: `ModelTrainer.restore` takes the current
-`ModelSpec`. The policy and the window come from it (scores keep their most recent events up to
-the new bounds); a candidate new in the specification starts fresh; one no longer in it is
-dropped; one whose specification changed (see `trainers.spec.candidate_digest`) raises
-`CandidateChangedError` unless it is among the candidates to ``reset``, which start fresh. A
-fresh candidate only learns until it has scored ``policy.min_samples`` events (or as many as the
-others keep, if fewer): paired with the others sooner, it would shrink their window below
-``min_samples`` and stop every challenge.
+`ModelSpec`. The policy, the window, the rollout strategy and ``refresh_every`` come from it
+(scores keep their most recent events up to the new bounds; a pending trial goes on until the
+registry ends it, whatever the strategy now); a candidate new in the specification starts
+fresh; one no longer in it is dropped; one whose specification changed (see
+`trainers.spec.candidate_digest`) raises `CandidateChangedError` unless it is among the
+candidates to ``reset``, which start fresh. A fresh candidate only learns until it has scored
+``policy.min_samples`` events (or as many as the others keep, if fewer): paired with the others
+sooner, it would shrink their window below ``min_samples`` and stop every challenge.
 
 Examples
 --------
@@ -76,6 +120,12 @@ Examples
 >>> trainer.champion, trainer.champion_version, trainer.last_position("sea"), trainer.learned
 ('nb', 1, 299, {'nb': 300, 'lr': 300})
 
+The frozen copy of v1 that serves was tested on the 200 events since, beside the live "nb":
+
+>>> served = trainer.report()["served"]
+>>> served["version"], served["n"], sorted(served["staleness"])
+(1, 200, ['champion', 'events', 'higher_is_better', 'metric', 'served'])
+
 Restored under an edited configuration, the trainer takes the new candidate list:
 
 >>> hat = {"name": "hat", "river": "tree.HoeffdingTreeClassifier"}
@@ -102,7 +152,7 @@ from typing import Any
 
 from trainers.candidates import Candidate, build_candidate
 from trainers.errors import CandidateChangedError, ConfigError, LabelError, SnapshotError
-from trainers.metrics import PrequentialScore
+from trainers.metrics import HIGHER_IS_BETTER, PrequentialScore
 from trainers.policy import Decision
 from trainers.serialization import dumps
 from trainers.spec import ModelSpec, candidate_digest, check_label
@@ -111,7 +161,10 @@ __all__ = ["ModelTrainer", "Promotion", "RestoreChanges"]
 
 # Bumped whenever the pickled state changes shape, so that an old snapshot is refused by name
 # instead of failing with an AttributeError somewhere in `learn`.
-_SNAPSHOT_FORMAT = 2
+_SNAPSHOT_FORMAT = 3
+# Format 2 lacks only the served copy, the trial and the learned counts: `_upgrade` fills them in,
+# so that a deployment's checkpoints survive the upgrade.
+_UPGRADABLE_FORMATS = frozenset({2})
 # Quarantine reasons end up in every metrics report; a stack of sklearn advice need not.
 _REASON_CHARS = 500
 
@@ -133,7 +186,9 @@ class Promotion:
     candidate_params
         The candidate's specification.
     kind
-        ``"initial"`` (first champion, or a new one for a vacant title) or ``"challenger"``.
+        ``"initial"`` (first champion, or a new one for a vacant title), ``"challenger"``,
+        ``"refresh"`` (a fresher copy of the champion), or, under the ``canary`` and ``shadow``
+        rollout strategies, ``"canary"`` or ``"shadow"`` (a trial; see the module docstring).
     reason
         One human-readable sentence.
     evidence
@@ -145,6 +200,9 @@ class Promotion:
         ``sources`` with each one's ``source``, ``first_offset`` and ``last_offset``.
     estimator
         A copy of the promoted candidate, frozen at promotion time, to serialise and serve.
+    rollout
+        For a trial, ``{"fraction": f}``: the share of the events it serves (1.0 for a shadow,
+        which scores every event and serves none); None otherwise.
 
     """
 
@@ -158,6 +216,12 @@ class Promotion:
     evidence: dict[str, Any]
     lineage: dict[str, Any]
     estimator: Candidate
+    rollout: dict[str, Any] | None = None
+
+    @property
+    def is_trial(self) -> bool:
+        """Whether the version goes on trial (``canary`` or ``shadow``) instead of serving."""
+        return self.rollout is not None
 
 
 @dataclass(frozen=True)
@@ -184,7 +248,8 @@ class RestoreChanges:
         The champion, when it was dropped or reset: its promoted copy keeps serving until the
         policy chooses a new champion.
     settings
-        Other differences, one ``"field: old -> new"`` line each (window, champion, policy).
+        Other differences, one ``"field: old -> new"`` line each (window, champion,
+        refresh_every, policy, rollout).
 
     """
 
@@ -262,7 +327,13 @@ class ModelTrainer:
         self._scores = {c.name: self._new_score() for c in self._candidates}
         self._quarantine: dict[str, str] = {}
         self._positions: dict[str, list[int]] = {}
+        self._learned = {c.name: 0 for c in self._candidates}
         self._classification = spec.task == "classification"
+        # The frozen estimator of the version serving as stable, tested but never trained.
+        self._served_copy: Candidate | None = None
+        self._served_score = self._new_score()
+        self._served_failure: str | None = None
+        self._trial: Promotion | None = None
         self._refresh()
 
     def _new_score(self) -> PrequentialScore:
@@ -295,8 +366,26 @@ class ModelTrainer:
 
     @property
     def learned(self) -> dict[str, int]:
-        """Events learned by each candidate (quarantined ones stopped, fresh ones started late)."""
-        return {name: score.n for name, score in self._scores.items()}
+        """Events learned by each candidate (quarantined ones stopped, fresh ones started late).
+
+        A candidate replaced by an adopted artifact keeps its count: it counts the events fed
+        to the candidate of that name since it started, not the events behind its state.
+        """
+        return dict(self._learned)
+
+    @property
+    def trial(self) -> Promotion | None:
+        """The trial (``canary`` or ``shadow``) issued and not yet rolled out or back, if any."""
+        return self._trial
+
+    @property
+    def served_copy(self) -> Candidate | None:
+        """The frozen estimator of the version serving as stable, None when the trainer has none.
+
+        It has none before the first promotion, after adopting a version without its artifact,
+        and after restoring a snapshot older than served copies, until another version serves.
+        """
+        return self._served_copy
 
     @property
     def quarantined(self) -> dict[str, str]:
@@ -334,6 +423,7 @@ class ModelTrainer:
             raise LabelError(f"model {self.spec.name!r}: {problem}")
         # Every candidate is tested before any learns: a learn_one that edits the shared
         # features dict must not change what the next candidate is tested on.
+        served = self._test_served(features, source, position)
         tested = []
         for entry in self._live:
             candidate = entry[0]
@@ -354,6 +444,9 @@ class ModelTrainer:
                 continue
             # Scored only once learned, so that a score counts exactly the events learned.
             score.update(label, prediction, proba)
+            self._learned[candidate.name] += 1
+        if served is not None:
+            self._served_score.update(label, *served)
         self.events += 1
         self._since_promotion += 1
         span = self._positions.get(source)
@@ -361,10 +454,73 @@ class ModelTrainer:
             self._positions[source] = [position, position]
         else:
             span[1] = position
-        if not self.spec.policy.due(self.events):
+        if self._trial is not None:
+            # One trial at a time: the guardrail's verdict on this one comes first.
             return None
-        decision = self._decide()
+        decision = self._decide() if self.spec.policy.due(self.events) else None
+        if decision is None and self._refresh_due():
+            decision = self._decide_refresh()
         return None if decision is None else self._promote(decision, source)
+
+    def _test_served(self, features: dict, source: str, position: int) -> tuple[Any, Any] | None:
+        """The served copy's prediction (and probabilities) of the event, None if not tested."""
+        served = self._served_copy
+        if served is None or self._served_failure is not None:
+            return None
+        try:
+            if self._classification:
+                return served.predict_with_proba(features)
+            return served.predict_one(features), None
+        except Exception as error:
+            # What serves fails too, but the scorer reports that; the trainer stops testing it
+            # rather than count an error per event against a version it cannot evaluate.
+            failure = (
+                f"{type(error).__name__} while predicting event {self.events + 1} "
+                f"(source {source!r}, position {position}): {error}"
+            )
+            self._served_failure = failure[:_REASON_CHARS]
+            return None
+
+    def _refresh_due(self) -> bool:
+        every = self.spec.refresh_every
+        return (
+            every > 0
+            and self.events % every == 0
+            and self.champion is not None
+            and self.champion == self._served
+            and self._served_copy is not None
+            and self._served_failure is None
+        )
+
+    def _served_key(self) -> str:
+        return f"v{self._champion_version} as served"
+
+    def _decide_refresh(self) -> Decision | None:
+        """A ``refresh`` of the champion when it beats its served copy, by the policy's rules."""
+        champion = self.champion
+        assert champion is not None  # checked by _refresh_due
+        key = self._served_key()
+        score = self._scores[champion]
+        served = self._served_score
+        decision = self.spec.policy.decide(
+            events=self.events,
+            # The served copy defends the title against the live champion, as a challenger would.
+            champion=key,
+            since_promotion=self._since_promotion,
+            scores={
+                key: _Paired(served, len(served.losses(served.history))),
+                champion: _Paired(score, len(score.losses(score.history))),
+            },
+        )
+        if decision is None:
+            return None
+        evidence = {**decision.evidence, "served_version": self._champion_version}
+        return Decision(
+            kind="refresh",
+            candidate=champion,
+            reason=f"refresh of champion {champion!r}: {decision.reason}",
+            evidence=evidence,
+        )
 
     def _quarantine_candidate(
         self, name: str, stage: str, error: Exception, source: str, position: int
@@ -417,25 +573,43 @@ class ModelTrainer:
             decision = dataclasses.replace(decision, reason=f"{self._vacated}; {decision.reason}")
         previous_version = self._champion_version
         self.latest_version += 1
-        self._champion_version = self.latest_version
-        self.champion = self._served = decision.candidate
-        self.champion_reason = decision.reason
-        self._vacated = None
-        self._since_promotion = 0
         candidate = self._by_name[decision.candidate]
-        return Promotion(
+        rollout = self.spec.rollout
+        # The first version serves directly whatever the strategy: there is no stable to try
+        # it beside.
+        trial_kind = rollout.trial_kind if previous_version is not None else None
+        promotion = Promotion(
             model=self.spec.name,
             version=self.latest_version,
             previous_version=previous_version,
             candidate=candidate.name,
             candidate_params=copy.deepcopy(candidate.params),
-            kind=decision.kind,
+            kind=trial_kind or decision.kind,
             reason=decision.reason,
-            evidence=decision.evidence,
+            evidence={**decision.evidence, "decision": decision.kind},
             lineage=self._lineage(source),
             # A copy, because the live candidate keeps learning after the promotion.
             estimator=copy.deepcopy(candidate),
+            rollout=None if trial_kind is None else {"fraction": rollout.trial_fraction},
         )
+        if trial_kind is not None:
+            # The champion stays until the trial is rolled out (see `adopt`).
+            self._trial = promotion
+            return promotion
+        self._champion_version = self.latest_version
+        self.champion = self._served = decision.candidate
+        self.champion_reason = decision.reason
+        self._vacated = None
+        self._since_promotion = 0
+        # A copy of its own: the promotion's estimator is the caller's to serialise.
+        self._serve(copy.deepcopy(candidate))
+        return promotion
+
+    def _serve(self, estimator: Candidate | None) -> None:
+        """Test `estimator` as the served copy from the next event on, with a fresh score."""
+        self._served_copy = estimator
+        self._served_score = self._new_score()
+        self._served_failure = None
 
     def _lineage(self, source: str) -> dict[str, Any]:
         # "offset" keys: the registry's readers (and the demo) already read them.
@@ -462,34 +636,89 @@ class ModelTrainer:
         span = self._positions.get(source)
         return None if span is None else span[1]
 
-    def adopt(self, version: int, candidate: str, reason: str) -> None:
-        """Make `version` of `candidate` serve, as an operator's promotion or rollback.
+    def adopt(
+        self, version: int, candidate: str, reason: str, *, estimator: Candidate | None = None
+    ) -> None:
+        """Make `version` of `candidate` serve as stable: an operator's promote, a rollout or a
+        rollback, as the registry says.
 
-        The version counter never goes back, so the next promotion gets a fresh number; the
-        cooldown restarts, so the policy does not immediately overrule the operator. A
-        candidate that does not train (quarantined, or not configured any more) serves, but
+        Parameters
+        ----------
+        version
+            The version that serves now.
+        candidate
+            Its candidate's name.
+        reason
+            Why, for `report` (e.g. ``"rollback by alice: ..."``).
+        estimator
+            The version's frozen artifact, as served. It becomes the served copy. Unless
+            `version` is the pending trial (a rollout of the trainer's own trial, whose live
+            candidate is that version and has been learning since), a copy of it also replaces
+            the live candidate `candidate`, whose rolling and cumulative scores restart from the
+            next event (its `learned` count goes on): the champion is then what serves, and its
+            metrics describe it. Without it, the served copy is the trial's own copy for a
+            rollout, stays as it is when `version` already serves, and is otherwise unknown
+            (not tested) until another version serves; the live candidate is kept.
+
+        Any adoption ends the pending trial (a rollback of the trial adopts the stable version
+        again). The version counter never goes back, so the next promotion gets a fresh number;
+        the cooldown restarts, so the policy does not immediately overrule the operator or the
+        guardrail. A candidate that does not train (quarantined, not configured any more, or
+        whose adopted artifact was built with other parameters than configured now) serves, but
         leaves the title vacant.
         """
+        trial, self._trial = self._trial, None
+        rolled_out = trial is not None and trial.version == version
+        if estimator is None and trial is not None and rolled_out:
+            estimator = copy.deepcopy(trial.estimator)
+        if estimator is not None:
+            self._serve(estimator)
+        elif version != self._champion_version:
+            self._serve(None)
         self._served = candidate
         self._champion_version = version
         self.champion_reason = reason
         self.latest_version = max(version, self.latest_version)
         self._since_promotion = 0
+        configured = self._digests.get(candidate)
         if candidate in self._quarantine:
             self._vacate(f"adopted champion {candidate!r} is quarantined")
-        elif candidate not in self._by_name:
+        elif configured is None:
             self._vacate(f"adopted champion {candidate!r} is not a configured candidate")
+        elif (
+            estimator is not None
+            and not rolled_out
+            and candidate_digest(estimator.params) != configured
+        ):
+            self._vacate(
+                f"adopted champion {candidate!r} was built with other parameters than the "
+                "configured candidate of that name"
+            )
         else:
+            if estimator is not None and not rolled_out:
+                self._replace(candidate, copy.deepcopy(estimator))
             self.champion = candidate
             self._vacated = None
+
+    def _replace(self, name: str, estimator: Candidate) -> None:
+        """Put `estimator` in place of the live candidate `name`, with a fresh score."""
+        self._candidates = [estimator if c.name == name else c for c in self._candidates]
+        self._scores[name] = self._new_score()
+        self._refresh()
 
     def report(self) -> dict[str, Any]:
         """Progress summary: what serves, the version counter, quarantines, per-candidate metrics.
 
         ``version`` and ``champion`` name what serves (the last promoted or adopted version and
         its candidate), ``latest_version`` the last version number issued, and
-        ``champion_vacated`` why the title is vacant (None when it is not).
+        ``champion_vacated`` why the title is vacant (None when it is not). ``trial`` is the
+        pending trial (``version``, ``candidate``, ``kind``, ``rollout``) or None. ``served`` is
+        the served copy's score (``version``, ``candidate``, ``n``, ``rolling``, ``cumulative``,
+        ``failed``: why it is no longer tested, or None) and ``staleness``: the primary
+        ``metric`` of the live ``champion`` and of the ``served`` copy over the last ``events``
+        both scored (at most ``window``); it is None when the trainer has no served copy.
         """
+        trial = self._trial
         return {
             "model": self.spec.name,
             "events": self.events,
@@ -503,6 +732,43 @@ class ModelTrainer:
                 name: {"n": score.n, "rolling": score.rolling(), "cumulative": score.cumulative()}
                 for name, score in self._scores.items()
             },
+            "trial": None
+            if trial is None
+            else {
+                "version": trial.version,
+                "candidate": trial.candidate,
+                "kind": trial.kind,
+                "rollout": trial.rollout,
+            },
+            "served": self._served_report(),
+        }
+
+    def _served_report(self) -> dict[str, Any] | None:
+        if self._served_copy is None:
+            return None
+        score = self._served_score
+        metric = self.spec.policy.metric
+        live = self._scores.get(self.champion) if self.champion is not None else None
+        staleness = None
+        if live is not None and self.champion == self._served:
+            # The last events both scored: the served copy's score restarted when it began to
+            # serve, the champion's may have restarted since (an adoption).
+            events = min(self.spec.window, score.n, live.n)
+            staleness = {
+                "metric": metric,
+                "higher_is_better": HIGHER_IS_BETTER[metric],
+                "events": events,
+                "champion": live.recent(events)[metric] if events else None,
+                "served": score.recent(events)[metric] if events else None,
+            }
+        return {
+            "version": self._champion_version,
+            "candidate": self._served,
+            "n": score.n,
+            "rolling": score.rolling(),
+            "cumulative": score.cumulative(),
+            "failed": self._served_failure,
+            "staleness": staleness,
         }
 
     def snapshot(self) -> bytes:
@@ -533,13 +799,25 @@ class ModelTrainer:
         if not isinstance(trainer, cls):
             raise SnapshotError(f"snapshot holds a {type(trainer).__name__}, not a {cls.__name__}")
         found = getattr(trainer, "_format", 1)
-        if found != _SNAPSHOT_FORMAT:
+        if found in _UPGRADABLE_FORMATS:
+            trainer._upgrade()
+        elif found != _SNAPSHOT_FORMAT:
             raise SnapshotError(
                 f"snapshot of model {trainer.spec.name!r} has format {found}, this driftline "
                 f"reads format {_SNAPSHOT_FORMAT}; start the model afresh"
             )
         changes = trainer._reconfigure(spec, frozenset(reset))
         return trainer, changes
+
+    def _upgrade(self) -> None:
+        """Bring a format-2 trainer to the current format: no served copy (its artifact is not
+        in the snapshot) until the next version serves, no trial, learned counts from scores."""
+        self._learned = {name: score.n for name, score in self._scores.items()}
+        self._served_copy = None
+        self._served_score = self._new_score()
+        self._served_failure = None
+        self._trial = None
+        self._format = _SNAPSHOT_FORMAT
 
     def _reconfigure(self, spec: ModelSpec, reset: frozenset[str]) -> RestoreChanges:
         old = self.spec
@@ -582,17 +860,20 @@ class ModelTrainer:
             if kept is None:
                 kept = build_candidate(table, spec.task)
                 self._scores[name] = self._new_score()
+                self._learned[name] = 0
                 self._quarantine.pop(name, None)
             candidates.append(kept)
         dropped = [name for name in self._by_name if name not in digests]
         for name in dropped:
             del self._scores[name]
+            del self._learned[name]
             self._quarantine.pop(name, None)
         history = max(spec.window, spec.policy.min_samples)
-        for score in self._scores.values():
+        for score in (*self._scores.values(), self._served_score):
             _resize(score, spec.window, history)
         # In configuration order, which breaks the policy's ties.
         self._scores = {candidate.name: self._scores[candidate.name] for candidate in candidates}
+        self._learned = {candidate.name: self._learned[candidate.name] for candidate in candidates}
         self._candidates = candidates
         self._digests = digests
         vacated = None
@@ -624,16 +905,18 @@ def _resize(score: PrequentialScore, window: int, history: int) -> None:
 
 
 def _setting_changes(old: ModelSpec, new: ModelSpec) -> tuple[str, ...]:
-    before: Mapping[str, Any] = {
-        "window": old.window,
-        "champion": old.champion,
-        **{f"policy.{k}": v for k, v in dataclasses.asdict(old.policy).items()},
-    }
-    after: Mapping[str, Any] = {
-        "window": new.window,
-        "champion": new.champion,
-        **{f"policy.{k}": v for k, v in dataclasses.asdict(new.policy).items()},
-    }
+    before, after = _settings(old), _settings(new)
     return tuple(
         f"{key}: {before[key]!r} -> {after[key]!r}" for key in after if before[key] != after[key]
     )
+
+
+def _settings(spec: ModelSpec) -> Mapping[str, Any]:
+    """The settings of `spec` that shape its trainer, by dotted name (candidates aside)."""
+    return {
+        "window": spec.window,
+        "champion": spec.champion,
+        "refresh_every": spec.refresh_every,
+        **{f"policy.{k}": v for k, v in dataclasses.asdict(spec.policy).items()},
+        **{f"rollout.{k}": v for k, v in dataclasses.asdict(spec.rollout).items()},
+    }

@@ -49,7 +49,6 @@ from typing import Any
 import orjson
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.consumer.fetcher import ConsumerRecord
 
 from streams.closing import ClosedOnExit
 from streams.registry import artifacts
@@ -61,6 +60,7 @@ from streams.registry.records import (
     manual_record,
     parse_record,
     read_registry,
+    read_to_end,
     serving_records,
     serving_state,
 )
@@ -77,16 +77,12 @@ __all__ = [
     "RegistrySubscription",
     "UnknownModelError",
     "UnknownVersionError",
-    "read_to_end",
 ]
 
 log = logging.getLogger("driftline.registry")
 
 # Seconds to wait for the broker to acknowledge a manual record.
 _PUBLISH_TIMEOUT = 30.0
-# Milliseconds a read of a topic to its end may wait for the next record.
-_READ_TIMEOUT_MS = 10_000
-
 LIVE_KIND = "live"
 """The ``kind`` of a scoring worker's live report on the metrics topic."""
 
@@ -525,41 +521,6 @@ def _replaced_version(state: ServingState, version: int, kind: RecordKind) -> in
     if kind is RecordKind.ROLLBACK and state.trial is not None and version == state.stable.version:
         return state.trial.version
     return state.stable.version
-
-
-def read_to_end(
-    topic: str, kafka: Mapping[str, Any], *, timeout_ms: int = _READ_TIMEOUT_MS
-) -> Iterator[ConsumerRecord]:
-    """Every record of ``topic`` from its beginning to its end as it was when reading started,
-    partition by partition; nothing for a topic that does not exist (it is not created)."""
-    consumer = KafkaConsumer(
-        enable_auto_commit=False,
-        allow_auto_create_topics=False,
-        consumer_timeout_ms=timeout_ms,
-        **kafka,
-    )
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not assigned:
-            return
-        consumer.assign(assigned)
-        consumer.seek_to_beginning(*assigned)
-        remaining = {tp: end for tp, end in consumer.end_offsets(assigned).items() if end > 0}
-        if not remaining:
-            return
-        for message in consumer:
-            tp = TopicPartition(message.topic, message.partition)
-            if message.offset < remaining.get(tp, 0):
-                yield message
-            if message.offset + 1 >= remaining.get(tp, 0):
-                remaining.pop(tp, None)
-            if not remaining:
-                return
-        if remaining:
-            raise TimeoutError(f"the topic {topic} was not read to its end")
-    finally:
-        consumer.close()
 
 
 def _original(history: list[ModelVersion], model: str, version: int) -> ModelVersion:

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 
 from trainers.errors import ArtifactIntegrityError
 from trainers.serialization import hmac_sha256_hex
@@ -65,6 +66,7 @@ __all__ = [
     "manual_record",
     "parse_record",
     "read_registry",
+    "read_to_end",
     "serving_records",
     "serving_state",
     "verified",
@@ -385,6 +387,41 @@ def verified(records: Iterable[ModelVersion], key: bytes) -> list[ModelVersion]:
     return kept
 
 
+def read_to_end(
+    topic: str, kafka: Mapping[str, Any], *, timeout_ms: int = 10_000
+) -> Iterator[ConsumerRecord]:
+    """Every record of ``topic`` from its beginning to its end as it was when reading started,
+    partition by partition; nothing for a topic that does not exist (it is not created)."""
+    consumer = KafkaConsumer(
+        enable_auto_commit=False,
+        allow_auto_create_topics=False,
+        consumer_timeout_ms=timeout_ms,
+        **kafka,
+    )
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not assigned:
+            return
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        remaining = {tp: end for tp, end in consumer.end_offsets(assigned).items() if end > 0}
+        if not remaining:
+            return
+        for message in consumer:
+            tp = TopicPartition(message.topic, message.partition)
+            if message.offset < remaining.get(tp, 0):
+                yield message
+            if message.offset + 1 >= remaining.get(tp, 0):
+                remaining.pop(tp, None)
+            if not remaining:
+                return
+        if remaining:
+            raise TimeoutError(f"the topic {topic} was not read to its end")
+    finally:
+        consumer.close()
+
+
 def read_registry(
     topic: str, kafka: Mapping[str, Any], *, key: bytes, timeout_ms: int = 10_000
 ) -> Iterator[ModelVersion]:
@@ -396,32 +433,11 @@ def read_registry(
     nobody with ``key`` signed, is logged and skipped: one bad record must not stop every reader
     of the registry.
     """
-    consumer = KafkaConsumer(enable_auto_commit=False, consumer_timeout_ms=timeout_ms, **kafka)
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not assigned:
-            return
-        consumer.assign(assigned)
-        consumer.seek_to_beginning(*assigned)
-        remaining = {tp: end for tp, end in consumer.end_offsets(assigned).items() if end > 0}
-        if not remaining:
-            return
-        for record in consumer:
-            tp = TopicPartition(record.topic, record.partition)
-            parsed = parse_record(
-                record.value, where=f"{topic}[{record.partition}]@{record.offset}", key=key
-            )
-            if parsed is not None:
-                yield parsed
-            if record.offset + 1 >= remaining.get(tp, 0):
-                remaining.pop(tp, None)
-            if not remaining:
-                return
-        if remaining:
-            raise TimeoutError(f"the registry topic {topic} was not read to its end")
-    finally:
-        consumer.close()
+    for record in read_to_end(topic, kafka, timeout_ms=timeout_ms):
+        where = f"{topic}[{record.partition}]@{record.offset}"
+        parsed = parse_record(record.value, where=where, key=key)
+        if parsed is not None:
+            yield parsed
 
 
 def parse_record(

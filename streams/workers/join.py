@@ -85,7 +85,7 @@ def arm_of(event_id: str, fraction: float) -> str:
     """``canary`` for a ``fraction`` of event ids (always the same ones), else ``stable``.
 
     >>> sum(arm_of(f"e-{i}", 0.1) == "canary" for i in range(100_000)) / 100_000
-    0.09996
+    0.10151
     """
     if fraction <= 0.0:
         return "stable"
@@ -256,10 +256,7 @@ class Joiner:
         joins: list[dict[str, Any]] = []
         spec = self.specs[event.model]
         if spec.join:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.exists(self._item_key(partition, "done", event.model, event.event_id))
-            pipe.get(self._item_key(partition, "out", event.model, event.event_id))
-            done, waiting = await pipe.execute()
+            done, waiting = await self._lookup(partition, "out", event.model, event.event_id)
             if waiting is not None and not done:
                 outcome = orjson.loads(waiting)
                 joins = self._joins(served.predictions, outcome["label"])
@@ -286,10 +283,7 @@ class Joiner:
         commands: list[list[str]] = []
         publish: list[tuple[str, str, bytes]] = []
         joins: list[dict[str, Any]] = []
-        pipe = self.client.pipeline(transaction=False)
-        pipe.exists(self._item_key(partition, "done", outcome.model, outcome.event_id))
-        pipe.get(self._item_key(partition, "pred", outcome.model, outcome.event_id))
-        done, pending_raw = await pipe.execute()
+        done, pending_raw = await self._lookup(partition, "pred", outcome.model, outcome.event_id)
         if done:
             pass  # a second outcome for a joined event: the first one counted
         elif pending_raw is not None:
@@ -329,6 +323,16 @@ class Joiner:
         return await self._commit_message(
             state, partition, topic, message.offset, [], publish, [], None
         )
+
+    async def _lookup(
+        self, partition: int, kind: str, model: str, event_id: str
+    ) -> tuple[bool, bytes | None]:
+        """Whether the event was joined already, and the other half (``pred`` or ``out``)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.exists(self._item_key(partition, "done", model, event_id))
+        pipe.get(self._item_key(partition, kind, model, event_id))
+        done, other = await pipe.execute()
+        return bool(done), other
 
     def _joins(self, predictions: list[dict[str, Any]], label: Any) -> list[dict[str, Any]]:
         return [{**prediction, "label": label} for prediction in predictions]

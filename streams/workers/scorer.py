@@ -278,6 +278,14 @@ class ScoringRuntime:
 
     async def handle(self, event: EventT) -> None:
         """Score one record of the unlabeled-events topic (its agent's whole body)."""
+        await self._commit(event, self._commit_scored)
+
+    async def handle_outcome(self, event: EventT) -> None:
+        """Join one record of the outcomes topic (its agent's whole body)."""
+        await self._commit(event, self._commit_outcome)
+
+    async def _commit(self, event: EventT, commit: Callable[[Any, Any], Awaitable[bool]]) -> None:
+        """Skip a message already handled, else commit what it changes; ack once committed."""
         message = event.message
         await self._wait_until_ready()
         async with self.lock:
@@ -288,48 +296,26 @@ class ScoringRuntime:
                 event.ack()
                 return
             try:
-                served = await self._score(message)
+                committed = await commit(state, message)
             except InvalidEvent as error:
                 self.progress.dead_letter(error.code)
                 committed = await self.joiner.dead_letter(
                     state, message.tp.partition, message.tp.topic, message, error
                 )
-            else:
-                self.progress.handled()
-                committed = await self.joiner.served(
-                    state, message.tp.partition, message.offset, served
-                )
             if committed:
                 event.ack()
 
-    async def handle_outcome(self, event: EventT) -> None:
-        """Join one record of the outcomes topic (its agent's whole body)."""
-        message = event.message
-        await self._wait_until_ready()
-        async with self.lock:
-            state = await self.joiner.owned(message.tp.partition)
-            if state is None:
-                return
-            if self.joiner.skips(state, message.tp.topic, message.offset):
-                event.ack()
-                return
-            partition = message.tp.partition
-            try:
-                outcome = decode_outcome(
-                    message.value, max_bytes=self.config.worker.max_event_bytes
-                )
-                self._check_model(outcome.model, message.key)
-            except InvalidEvent as error:
-                self.progress.dead_letter(error.code)
-                committed = await self.joiner.dead_letter(
-                    state, partition, message.tp.topic, message, error
-                )
-            else:
-                committed = await self.joiner.outcome(
-                    state, partition, message.offset, outcome, message.value or b""
-                )
-            if committed:
-                event.ack()
+    async def _commit_scored(self, state: Any, message: Any) -> bool:
+        served = await self._score(message)
+        self.progress.handled()
+        return await self.joiner.served(state, message.tp.partition, message.offset, served)
+
+    async def _commit_outcome(self, state: Any, message: Any) -> bool:
+        outcome = decode_outcome(message.value, max_bytes=self.config.worker.max_event_bytes)
+        self._check_model(outcome.model, message.key)
+        return await self.joiner.outcome(
+            state, message.tp.partition, message.offset, outcome, message.value or b""
+        )
 
     def _check_model(self, model: str, key: bytes | None) -> None:
         if model not in self.config.models:

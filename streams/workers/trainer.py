@@ -17,11 +17,18 @@ policy and window come from the file, a new candidate starts fresh, a removed on
 and a candidate whose parameters changed stops the partition unless the operator passed
 ``driftline worker --reset-candidate MODEL/NAME``.
 
-An operator's promote or rollback (a manual registry record, see
-:mod:`streams.registry.records`) is obeyed: when such a record is the model's serving record, the
-trainer adopts its candidate as champion at that version, and challengers go on competing
-against it. The worker reads the whole registry before it learns, and follows new records while
-it runs; the registry readers drop records that the signing key did not sign.
+The registry's serving state (:func:`streams.registry.records.serving_state`) is obeyed. When
+the stable record of a model is one the trainer did not issue itself (an operator's ``manual``
+promote, a ``rollout`` or a ``rollback``, by an operator or the scorer's guardrail) and names
+another version than the trainer's champion, or ends the trial the trainer is waiting on, the
+trainer adopts that version (:meth:`~trainers.trainer.ModelTrainer.adopt`) with its frozen
+artifact, fetched from Redis and checked like any artifact: after a rollback the champion is the
+version as served, not the live candidate of the same name that kept learning since.
+An artifact that cannot be loaded is logged as an error and the version adopted without it (its
+candidate's live state is kept, and the trainer tests no served copy until another version
+serves). Challengers go on competing against the adopted champion. The worker reads the whole
+registry before it learns, and follows new records while it runs; the registry readers drop
+records that the signing key did not sign.
 """
 
 from __future__ import annotations
@@ -40,14 +47,21 @@ from streams.config import DriftlineConfig
 from streams.contract import InvalidEvent, ReasonCode, decode_labeled
 from streams.registry.artifacts import Artifact, store
 from streams.registry.client import RegistrySubscription
-from streams.registry.records import ModelVersion, read_registry, serving_records
+from streams.registry.records import (
+    ModelVersion,
+    RecordKind,
+    ServingState,
+    read_registry,
+    serving_state,
+)
 from streams.settings import Settings
 from streams.workers.app import WorkerApp, dead_letter_of
 from streams.workers.checkpoint import CheckpointRefused, Claim, RedisCheckpointStore
 from streams.workers.ledger import ConsumerControl, PartitionLedger, PartitionState
 from streams.workers.logs import Progress
 from streams.workers.outbox import Outbox, Send
-from trainers.errors import ConfigError, LabelError, SnapshotError
+from trainers.candidates import Candidate
+from trainers.errors import ArtifactIntegrityError, ConfigError, LabelError, SnapshotError
 from trainers.spec import reset_targets
 from trainers.trainer import ModelTrainer
 
@@ -57,6 +71,8 @@ log = logging.getLogger("driftline.trainer")
 
 REGISTRY_POLL_SECONDS = 0.5
 REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, OSError)
+OBEYED_KINDS = frozenset({RecordKind.MANUAL, RecordKind.ROLLOUT, RecordKind.ROLLBACK})
+"""Stable records the trainer adopts: versions it did not make serve itself."""
 
 
 class TrainingRuntime:
@@ -77,6 +93,9 @@ class TrainingRuntime:
     reset_candidates
         Per model, the candidates whose changed parameters the operator accepts
         (``--reset-candidate MODEL/NAME``): they start fresh instead of stopping their partition.
+    load_artifact
+        Fetches and checks the artifact a registry record names and unpickles it (raising when
+        it cannot); None adopts versions without their artifacts.
     """
 
     def __init__(
@@ -88,8 +107,10 @@ class TrainingRuntime:
         consumer: ConsumerControl,
         read_registry: Callable[[], Awaitable[list[ModelVersion]]],
         reset_candidates: Mapping[str, Collection[str]] | None = None,
+        load_artifact: Callable[[ModelVersion], Awaitable[Any]] | None = None,
     ) -> None:
         self.config = config
+        self.load_artifact = load_artifact
         self.checkpoints = checkpoints
         self.outbox = outbox
         self.read_registry = read_registry
@@ -104,7 +125,13 @@ class TrainingRuntime:
             max_unacked=config.worker.max_unacked_events,
             redis_errors=REDIS_ERRORS,
         )
+        #: Per model, what the registry says serves (stable and trial), as the follower read it.
+        self.states: dict[str, ServingState] = {}
+        #: Per model, the stable record (``states[model].stable``).
         self.serving: dict[str, ModelVersion] = {}
+        #: Per model, the highest version the follower has read: a trial the trainer issued has
+        #: ended only if its record was read and is no longer the model's trial.
+        self.seen: dict[str, int] = {}
         self.owners: dict[str, int] = {}
         self.registry_caught_up = asyncio.Event()
         self.lock = asyncio.Lock()
@@ -150,32 +177,91 @@ class TrainingRuntime:
         """Take in registry records (in log order) from the follower of the registry topic.
 
         The follower reads the registry from its beginning; until it has caught up with the end
-        the topic had when it started, a manual record it returns may be superseded by a later
-        one, so manual records are obeyed only from then on.
+        the topic had when it started, a record it returns may be superseded by a later one, so
+        records are obeyed only from then on (no partition is claimed before).
         """
         async with self.lock:
             self.outbox.note_published(records)
-            self.serving.update(serving_records(records))
+            for record in records:
+                self.seen[record.model] = max(self.seen.get(record.model, 0), record.version)
+            # Folded into the state so far: a batch alone may hold a trial without its stable.
+            folded = [
+                kept
+                for state in self.states.values()
+                for kept in (state.stable, state.trial)
+                if kept is not None
+            ]
+            self.states = serving_state([*folded, *records])
+            self.serving = {model: state.stable for model, state in self.states.items()}
             if caught_up and not self.registry_caught_up.is_set():
                 log.info("registry read to its end: %d models serving", len(self.serving))
                 self.registry_caught_up.set()
             for state in self.ledger.partitions.values():
                 for model, trainer in state.models.items():
-                    if self._obey(model, trainer):
+                    if await self._obey(model, trainer):
                         state.dirty.add(model)
 
-    def _obey(self, model: str, trainer: ModelTrainer) -> bool:
-        """Adopt the operator's version of ``model`` if it serves; True when the trainer changed."""
-        record = self.serving.get(model)
-        if record is None or not record.is_manual or trainer.champion_version == record.version:
+    async def _obey(self, model: str, trainer: ModelTrainer) -> bool:
+        """Adopt the stable version of ``model`` if the trainer must (see the module docstring);
+        True when the trainer changed."""
+        state = self.states.get(model)
+        if state is None:
             return False
+        record = state.stable
+        trial = trainer.trial
+        # Rolled back, or replaced by an operator's trial: either way the stable version stays.
+        trial_ended = (
+            trial is not None
+            and self.seen.get(model, 0) >= trial.version
+            and (state.trial is None or state.trial.version != trial.version)
+        )
+        obeyed = record.kind in OBEYED_KINDS and trainer.champion_version != record.version
+        if not (obeyed or trial_ended):
+            return False
+        estimator = await self._artifact(record)
+        by = f" by {record.operator}" if record.operator else ""
         trainer.adopt(
             record.version,
             record.candidate["name"],
-            f"{record.kind} by {record.operator}: {record.reason}",
+            f"{record.kind}{by}: {record.reason}",
+            estimator=estimator,
         )
-        log.info("%s: %s to v%d by %s obeyed", model, record.kind, record.version, record.operator)
+        log.info(
+            "%s: %s to v%d%s obeyed (%s)",
+            model,
+            record.kind,
+            record.version,
+            by,
+            "with its artifact" if estimator is not None else "without its artifact",
+        )
         return True
+
+    async def _artifact(self, record: ModelVersion) -> Candidate | None:
+        """The frozen artifact of ``record``, None (logged) when it cannot be had."""
+        if self.load_artifact is None:
+            return None
+        try:
+            estimator = await self.load_artifact(record)
+        # Whatever fails (Redis, the digest or signature, unpickling), the registry's word still
+        # stands: the version is adopted, only without the copy it serves.
+        except Exception as error:
+            log.error(
+                "%s: cannot load the artifact of v%d (%s), adopting it without: %s",
+                record.model,
+                record.version,
+                record.artifact.key,
+                error,
+            )
+            return None
+        if not isinstance(estimator, Candidate):
+            log.error(
+                "%s: the artifact of v%d holds a %s, not a candidate; adopting it without",
+                record.model,
+                record.version,
+                type(estimator).__name__,
+            )
+            return None
+        return estimator
 
     async def _restore(self, tp: TP, claim: Claim) -> dict[str, Any]:
         # The follower may lag; versions another owner published must not be published again.
@@ -195,7 +281,7 @@ class TrainingRuntime:
             if changes:
                 log.warning("%s: restored with configuration changes: %s", model, changes)
             # Re-derived from the registry after every claim, so it needs no checkpoint of its own.
-            self._obey(model, trainer)
+            await self._obey(model, trainer)
             trainers[model] = trainer
             self.owners[model] = tp.partition
         return trainers
@@ -206,6 +292,8 @@ class TrainingRuntime:
         try:
             event = decode_labeled(message.value, max_bytes=self.config.worker.max_event_bytes)
             trainer = await self._trainer_for(state, tp, event.model, message.key)
+            if event.join is not None and not _first_time(state, *event.join):
+                return False  # a scorer published this join again after a crash
             quarantined = len(trainer.quarantined)
             promotion = trainer.learn(
                 event.features, event.label, source=f"{tp.topic}[{tp.partition}]", position=offset
@@ -261,7 +349,7 @@ class TrainingRuntime:
                 "and kafka-python (kcat: -X partitioner=murmur2_random)",
             )
         trainer = state.models[model] = ModelTrainer(spec)
-        self._obey(model, trainer)
+        await self._obey(model, trainer)
         return trainer
 
     async def _owner(self, tp: TP, model: str) -> int:
@@ -293,6 +381,14 @@ class TrainingRuntime:
         )
 
 
+def _first_time(state: PartitionState, source: str, seq: int) -> bool:
+    """Whether a joined record is new: a scorer partition numbers its joins in order."""
+    if seq <= state.sources.get(source, 0):
+        return False
+    state.sources[source] = seq
+    return True
+
+
 def create_app(
     config: DriftlineConfig,
     settings: Settings,
@@ -318,6 +414,15 @@ def create_app(
     async def store_artifact(artifact: Artifact) -> None:
         await store(client, artifact)
 
+    async def load_artifact(record: ModelVersion) -> Any:
+        # The follower verified the record's signature; the artifact is checked here, against
+        # the record, before anything is unpickled.
+        blob = await client.get(record.artifact.key)
+        if not isinstance(blob, bytes):
+            raise ArtifactIntegrityError(f"missing: no artifact under {record.artifact.key}")
+        artifact = Artifact(blob, record.artifact)
+        return artifact.load(model=record.model, version=record.version, key=signing_key)
+
     async def registry_records() -> list[ModelVersion]:
         return await asyncio.to_thread(
             lambda: list(read_registry(topics.registry, kafka, key=signing_key))
@@ -339,6 +444,7 @@ def create_app(
         consumer=worker,
         read_registry=registry_records,
         reset_candidates=reset,
+        load_artifact=load_artifact,
     )
     worker.consume(topics.labeled, runtime.handle)
 

@@ -70,6 +70,7 @@ class MemoryCheckpoints:
         self.epoch: dict[tuple[str, int], int] = {}
         self.cursor: dict[tuple[str, int], int] = {}
         self.snapshots: dict[tuple[str, int], dict[str, bytes]] = {}
+        self.sources: dict[tuple[str, int], dict[str, int]] = {}
         self.owners: dict[tuple[str, str], int] = {}
         self.saves: list[tuple[int, dict[str, bytes]]] = []
         self.down = False
@@ -89,6 +90,7 @@ class MemoryCheckpoints:
             epoch=self.epoch[key],
             cursor=self.cursor.get(key, -1),
             snapshots=dict(self.snapshots.get(key, {})),
+            sources=dict(self.sources.get(key, {})),
         )
 
     async def save(
@@ -107,6 +109,7 @@ class MemoryCheckpoints:
         if self.epoch.get(key) != epoch:
             raise CheckpointFenced(f"{topic}[{partition}] claimed by another worker")
         self.cursor[key] = cursor
+        self.sources[key] = dict(sources or {})
         self.snapshots.setdefault(key, {}).update(snapshots)
         self.saves.append((cursor, dict(snapshots)))
         return {m: snapshot_digest(b) for m, b in self.snapshots[key].items()}
@@ -377,3 +380,29 @@ def test_metrics_reports_are_published_every_metrics_every_events() -> None:
     run(worker.feed(sea_events(60)))
     reports = [orjson.loads(value) for _, value in broker.sent[TOPICS.metrics]]
     assert [r["events"] for r in reports] == [25, 50]
+
+
+def test_a_join_a_scorer_publishes_again_is_learned_once() -> None:
+    checkpoints, broker, artifacts = fakes()
+    events = sea_events(30)
+    joined = [
+        Event(dataclasses.replace(e.message, value=_with_join(e.message.value, seq)))
+        for seq, e in enumerate(events, start=1)
+    ]
+    worker = Worker(checkpoints, broker, artifacts)
+    run(worker.feed(joined[:20]))
+    run(worker.runtime.ledger.checkpoint())
+    # The scorer crashed after publishing joins 11-20 and before trimming them: they come again.
+    replayed = [
+        Event(dataclasses.replace(e.message, offset=e.message.offset + 20)) for e in joined[10:]
+    ]
+    run(worker.feed(replayed))
+    assert worker.trainer().events == 30
+    run(worker.runtime.ledger.checkpoint())
+    restarted = Worker(checkpoints, broker, artifacts)
+    run(restarted.feed([Event(dataclasses.replace(joined[29].message, offset=99))]))
+    assert restarted.trainer().events == 30, "the high-water mark is in the checkpoint"
+
+
+def _with_join(value: bytes, seq: int) -> bytes:
+    return orjson.dumps({**orjson.loads(value), "join": {"source": "scorer/0", "seq": seq}})
