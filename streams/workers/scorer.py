@@ -48,7 +48,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -237,6 +237,7 @@ class RegistryFollower(threading.Thread):
         return serving is not None
 
 
+@dataclass
 class ScoringRuntime:
     """Everything the scoring agents do, apart from being faust agents.
 
@@ -254,27 +255,18 @@ class ScoringRuntime:
         Seconds a model without a version is waited for before its events are dead-lettered.
     """
 
-    def __init__(
-        self,
-        config: DriftlineConfig,
-        *,
-        table: ServingTable,
-        joiner: Joiner,
-        publish_record: Callable[[ModelVersion], Awaitable[None]],
-        max_wait: float = DEFAULT_MAX_WAIT,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.config = config
-        self.table = table
-        self.joiner = joiner
-        self.publish_record = publish_record
-        self.max_wait = max_wait
-        self.clock = clock
-        # When each model without a version started waiting; its deadline is this + max_wait.
-        self._waiting_since: dict[str, float] = {}
-        self._decided: set[tuple[str, str, int]] = set()
-        self.lock = asyncio.Lock()
-        self.progress = Progress(log, "scored")
+    config: DriftlineConfig
+    _: KW_ONLY
+    table: ServingTable
+    joiner: Joiner
+    publish_record: Callable[[ModelVersion], Awaitable[None]]
+    max_wait: float = DEFAULT_MAX_WAIT
+    clock: Callable[[], float] = time.monotonic
+    # When each model without a version started waiting; its deadline is this + max_wait.
+    _waiting_since: dict[str, float] = field(default_factory=dict, init=False)
+    _decided: set[tuple[str, str, int]] = field(default_factory=set, init=False)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    progress: Progress = field(default_factory=lambda: Progress(log, "scored"), init=False)
 
     async def handle(self, event: EventT) -> None:
         """Score one record of the unlabeled-events topic (its agent's whole body)."""
