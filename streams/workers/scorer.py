@@ -1,43 +1,35 @@
-"""The scoring worker: a faust app that scores unlabeled events with each model's serving version.
+"""The scoring worker: scores unlabeled events with each model's serving versions, joins outcomes.
 
-It consumes ``events.unlabeled`` and publishes, for each event, one prediction record to
-``predictions`` (key: the model name; value: JSON, see :func:`encode_prediction`)::
+It consumes ``events.unlabeled`` and ``events.outcomes`` (both keyed by model, with as many
+partitions, so a model's events and outcomes meet in one scorer) and publishes, for each event,
+a prediction record to ``predictions`` (key: the model name)::
 
-    {"event_id": "e-1", "model": "sea", "version": 3, "prediction": true,
+    {"event_id": "e-1", "model": "sea", "version": 3, "arm": "stable", "prediction": true,
      "probabilities": {"false": 0.2, "true": 0.8}}
 
-``probabilities`` is left out when the model gives none (regressors); ``prediction`` is null
-while a model cannot predict yet. A model is served by the version of its last registry record
-(see :mod:`streams.registry.records`), including an operator's promote or rollback.
+Serving. A :class:`RegistryFollower` thread reads the registry topic from its beginning and keeps
+a :class:`ServingTable`: per model, its stable version and the version on trial beside it, if any
+(:func:`streams.registry.records.serving_state`). Each artifact is fetched from Redis, checked
+(digest, signature) and only then unpickled; one that fails is refused, logged, and the model
+keeps what it served. A swap falls between two events, with no restart, and scoring starts only
+once the registry has been read as it was when the worker started. An event is served by the
+stable version (arm ``stable``), or, for a canary, by the trial when a hash of its ``event_id``
+falls in the canary's fraction (arm ``canary``: an event always gets the same arm); a shadow
+scores every event beside the stable version (a second prediction, arm ``shadow``, never served).
 
-Following the registry. A :class:`RegistryFollower` thread reads the registry topic from its
-beginning and keeps a :class:`ServingTable` up to date: for each new record of a configured
-model it fetches the artifact from Redis, checks its digest and signature and only then
-unpickles it. An artifact that fails the check is logged as an error and the model keeps the
-version it had. The agent reads the table once per event, so a swap falls between two events:
-each event is scored by exactly one version, and no restart is needed. Scoring starts only once
-the follower has read the registry as it was when the worker started, so a restarted worker
-never scores with a version the registry had already superseded.
+Joining. What each message changes is committed by the :class:`~streams.workers.join.Joiner`
+(the prediction kept until its outcome, or the outcome until its event; the labeled event a
+match makes; the live metrics), exactly once, and only then acknowledged. The live boards'
+guardrail decisions become ``rollout``, ``rollback`` and ``alert`` registry records, published
+once while they still apply (:meth:`ScoringRuntime.decided`).
 
-Events that are not scored go to the dead-letter topic (:func:`streams.contract.dead_letter_record`)
-with a reason code:
-
-- the contract's codes (``not_json``, ``missing_field``, ...) for a malformed event;
-- ``unknown_model`` for a model the configuration does not declare;
-- ``no_version`` for a configured model that has no servable version yet: its first such event
-  waits up to ``max_wait`` seconds (default 30) for one to be published; once that wait has
-  run out, its events go to the dead-letter topic at once until a version arrives. While an event
-  waits, the worker's other events wait behind it (the agent keeps the source order);
-- ``model_error`` when the model raises on the event.
-
-Delivery: the stream does not acknowledge events itself; each event is acknowledged when the
-broker has acknowledged (``acks=all``) its prediction or dead letter, so faust never commits an
-offset whose output could still be lost (faust also flushes its producer before each commit).
-In a run without failures each event is thus scored exactly once. After a crash or a lost
-partition, the events after the last committed offset are scored again: predictions are
-at-least-once, and a consumer that must not see duplicates keeps the last prediction per
-``event_id``. A prediction the broker refuses leaves its event unacknowledged, which stops the
-partition's commits there, so a restart scores it again rather than losing it.
+Refused messages go to the dead-letter topic with a reason code: the contract's codes for a
+malformed event or outcome; ``key_mismatch`` when the record key is not its model;
+``unknown_model``; ``no_version`` for a configured model without a servable version after
+``max_wait`` seconds (its first event waits that long, later ones are refused at once until a
+version arrives); ``unverified_version`` when its versions are not signed with this scorer's
+key; ``model_error`` when the model raises; ``no_prediction`` for an outcome whose event was
+never scored within the model's label horizon.
 """
 
 from __future__ import annotations
