@@ -220,19 +220,37 @@ def _demo(args: argparse.Namespace) -> int:
     from streams.settings import SettingsError
     from streams.stack import StackError
 
+    default_rate = _DELAYED_DEMO_RATE if args.delayed_labels else _DEMO_RATE
     options = DemoOptions(
         events=args.events,
         drift_at=args.drift_at,
-        rate=args.rate,
+        rate=default_rate if args.rate is None else args.rate,
         seed=args.seed,
         config=args.config,
         report_dir=args.report_dir,
         keep_stack=args.keep_stack,
+        delayed_labels=args.delayed_labels,
+        outcome_delay=args.outcome_delay,
     )
     try:
         return run(options)
     except (SettingsError, DemoError, StackError) as error:
         return refuse("demo", error)
+
+
+#: The demo's default pace; with --delayed-labels the scorer also joins every outcome, and the
+#: stream must outlast the two trials, so it goes slower.
+_DEMO_RATE = 2000.0
+_DELAYED_DEMO_RATE = 1000.0
+
+
+def _delay_range(text: str) -> tuple[float, float]:
+    from streams.sdk.outcomes import OutcomeTimingError, parse_delay
+
+    try:
+        return parse_delay(text)
+    except OutcomeTimingError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -381,7 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--drift-at", type=int, default=None, help="index of the concept switch (default: half)"
     )
-    demo.add_argument("--rate", type=float, default=2000.0, help="events/s (0: max)")
+    demo.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help=f"events/s (0: max; default {_DEMO_RATE:,.0f}, {_DELAYED_DEMO_RATE:,.0f} with "
+        "--delayed-labels)",
+    )
     demo.add_argument("--seed", type=int, default=42)
     demo.add_argument(
         "--config", type=Path, default=None, help="TOML or YAML (default: examples/sea.toml)"
@@ -389,6 +413,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--report-dir", type=Path, default=Path("driftline-report"))
     demo.add_argument(
         "--keep-stack", action="store_true", help="leave a local stack it started running"
+    )
+    demo.add_argument(
+        "--delayed-labels",
+        action="store_true",
+        help="labels only as outcomes (after their event, 10%% before, 1%% never), learned "
+        "through the scorer's join after a labeled warm-up batch; a bad canary rolled back and "
+        "a good one rolled out by the guardrail",
+    )
+    demo.add_argument(
+        "--outcome-delay",
+        type=_delay_range,
+        default=(1.0, 30.0),
+        metavar="LOW-HIGH",
+        help="with --delayed-labels: seconds between an event and its outcome (default: 1-30)",
     )
     demo.set_defaults(handler=_demo)
     return parser

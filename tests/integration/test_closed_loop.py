@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import time
 from pathlib import Path
@@ -15,10 +14,9 @@ from kafka import KafkaProducer
 from pipeline import Deployment, wait_for
 from registry_helpers import TopicReader, client_for, publish_records, train_sea
 
+from streams.cli.demo.trials import publish_canary, train_candidate
 from streams.contract import encode_outcome
-from streams.registry.artifacts import Artifact
-from streams.registry.records import ModelVersion, RecordKind
-from trainers.candidates import build_candidate
+from streams.registry.records import ModelVersion
 from trainers.synthetic import drift_stream
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -57,30 +55,21 @@ def _stream(deployment: Deployment, n: int, *, seed: int, first_id: int, rate: f
 def _trial(env: dict, stable: ModelVersion, *, version: int, flip: bool) -> ModelVersion:
     """Publish ``version`` of sea as a 50% canary: a fresh 'agile' trained on SEA events, with
     every label flipped when ``flip`` (a deliberately bad model)."""
-    candidate = build_candidate(
-        {"name": "agile", "river": "StandardScaler | LogisticRegression"}, "classification"
-    )
-    for x, y in drift_stream("sea", n=3_000, drift_at=10**9, seed=99):
-        candidate.learn_one(x, (not y) if flip else y)
-    key = env["DRIFTLINE_SIGNING_KEY"].encode()
-    artifact = Artifact.pack(
-        candidate, model="sea", version=version, prefix=env["DRIFTLINE_REDIS_PREFIX"], key=key
-    )
-    redis.Redis.from_url(env["REDIS_URL"]).set(artifact.ref.key, artifact.blob)
-    record = dataclasses.replace(
-        stable,
+    spec = {"name": "agile", "river": "StandardScaler | LogisticRegression"}
+    examples = drift_stream("sea", n=3_000, drift_at=10**9, seed=99)
+    return publish_canary(
+        train_candidate(spec, "classification", examples, flip=flip),
+        name="agile",
+        stable=stable,
         version=version,
-        kind=RecordKind.CANARY,
-        candidate={"name": "agile", "params": candidate.params},
-        previous_version=stable.version,
+        fraction=0.5,
         reason="a hand-made canary",
-        artifact=artifact.ref,
-        rollout={"fraction": 0.5},
         operator="test",
-        signature=None,
-    ).signed(key)
-    publish_records(env, record)
-    return record
+        key=env["DRIFTLINE_SIGNING_KEY"].encode(),
+        redis_prefix=env["DRIFTLINE_REDIS_PREFIX"],
+        store=redis.Redis.from_url(env["REDIS_URL"]),
+        publish=lambda record: publish_records(env, record),
+    )
 
 
 def _registry_until(env: dict, kind: str, count: int = 1) -> list[ModelVersion]:

@@ -29,8 +29,16 @@ The package, one concept per module:
   they work from plain metric records and registry records);
 - :mod:`~streams.cli.demo.startup`: each worker's start-up stage, read from its log;
 - :mod:`~streams.cli.demo.live`: the live view;
+- :mod:`~streams.cli.demo.delayed`: ``--delayed-labels``: labels only as delayed outcomes
+  learned through the scorer's join, and the two trials (:class:`~.delayed.TrialDirector`);
+- :mod:`~streams.cli.demo.trials`: hand-made canaries (trained, stored, published as an
+  operator would), shared with the rollout tests;
 - :mod:`~streams.cli.demo.runner`: :func:`run`, which starts, streams, waits, reports and
   always stops what it started.
+
+With ``--delayed-labels``, step 4 sends a labeled warm-up batch, then every event unlabeled and
+its label as an outcome later, and the view and the report add the scorer's live accuracy per
+served version and arm, and the trials.
 """
 
 from streams.cli.demo.errors import DemoError, WorkerExited

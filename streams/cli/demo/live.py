@@ -5,14 +5,19 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rich.console import Group
 from rich.table import Table
 
-from streams.cli.demo.report import accuracy_text, promotion_event
+from streams.cli.demo.report import accuracy_text, latest_live, promotion_event
 from streams.cli.demo.watcher import Observation
 
-__all__ = ["REFRESH_PER_SECOND", "STARTING", "LiveState", "RateMeter", "live_view"]
+if TYPE_CHECKING:
+    from streams.cli.demo.delayed import TrialDirector
+    from streams.sdk.outcomes import OutcomeCounts
+
+__all__ = ["REFRESH_PER_SECOND", "STARTING", "LiveState", "RateMeter", "live_table", "live_view"]
 
 #: Frames per second of the live view.
 REFRESH_PER_SECOND = 4
@@ -52,6 +57,12 @@ class LiveState:
     """How long streaming took, once it is over."""
     sent_rate: RateMeter = field(default_factory=RateMeter)
     learned_rate: RateMeter = field(default_factory=RateMeter)
+    note: str | None = None
+    """A line the view shows above everything (the settings a mode changed)."""
+    outcomes: OutcomeCounts | None = None
+    """With delayed labels: what the outcome scheduler has sent."""
+    director: TrialDirector | None = None
+    """With delayed labels: the trials the demo runs."""
 
 
 def live_view(state: LiveState, observation: Observation) -> Group:
@@ -80,6 +91,19 @@ def live_view(state: LiveState, observation: Observation) -> Group:
         f"v{v}: {n:,}" for v, n in sorted(observation.predictions_by_version.items())
     )
     status.add_row("predictions scored", f"{observation.scored:,}  {by_version}")
+    if state.outcomes is not None:
+        counts = state.outcomes
+        status.add_row(
+            "outcomes sent",
+            f"{counts.outcomes:,}  ({counts.before:,} before their event, "
+            f"{counts.missing:,} never)",
+        )
+    if state.director is not None:
+        status.add_row("trials", state.director.summary())
+    parts: list[Table | str] = [state.note] if state.note else []
+    parts.append(status)
+    if observation.live:
+        parts.append(live_table(observation))
     promotions = Table(title="promotions", title_justify="left")
     for column in ("version", "candidate", "kind", "at event", "reason"):
         promotions.add_column(column, overflow="fold")
@@ -91,7 +115,26 @@ def live_view(state: LiveState, observation: Observation) -> Group:
             f"{promotion_event(record):,}",
             record.reason,
         )
-    return Group(status, promotions)
+    return Group(*parts, promotions)
+
+
+def live_table(observation: Observation) -> Table:
+    """The scorer's live accuracy per served (version, arm), from its last report of each."""
+    table = Table(
+        title="live accuracy per served version (the scorer's join)", title_justify="left"
+    )
+    for column in ("version", "arm", "served", "outcomes joined", "rolling", "cumulative"):
+        table.add_column(column)
+    for (version, arm), report in latest_live(observation.live).items():
+        table.add_row(
+            f"v{version}",
+            arm,
+            f"{report.served:,}",
+            f"{report.joined:,}",
+            accuracy_text(report.metric("accuracy", "rolling")),
+            accuracy_text(report.metric("accuracy")),
+        )
+    return table
 
 
 def _learned(state: LiveState, observation: Observation) -> str:

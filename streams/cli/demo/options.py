@@ -25,6 +25,11 @@ class DemoOptions:
     """The models' configuration (default: :data:`DEFAULT_CONFIG`)."""
     report_dir: Path = Path("driftline-report")
     keep_stack: bool = False
+    delayed_labels: bool = False
+    """Labels only as outcomes, joined by the scorer, and two canaries (see
+    :mod:`~streams.cli.demo.delayed`)."""
+    outcome_delay: tuple[float, float] = (1.0, 30.0)
+    """With :attr:`delayed_labels`: seconds between an event and its outcome, drawn uniformly."""
 
     @property
     def config_path(self) -> Path:

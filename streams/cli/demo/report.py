@@ -24,7 +24,9 @@ from rich.table import Table
 
 from streams.cli.demo.options import DemoOptions
 from streams.cli.demo.watcher import Observation
-from streams.registry.records import ModelVersion, serving_state
+from streams.registry.client import LiveReport
+from streams.registry.records import TRIAL_KINDS, ModelVersion, RecordKind, serving_state
+from streams.sdk.outcomes import OutcomeCounts
 
 if TYPE_CHECKING:
     # matplotlib is imported when a plot is drawn, not when the report is.
@@ -34,14 +36,20 @@ __all__ = [
     "PLOT_NAME",
     "SUMMARY_NAME",
     "CandidateResult",
+    "DelayedLabels",
     "DemoSummary",
+    "TrialResult",
     "accuracy_text",
     "build_summary",
+    "latest_live",
+    "live_curves",
+    "plot_live_accuracy",
     "plot_rolling_accuracy",
     "promotion_event",
     "served_when_produced",
     "summary_markdown",
     "summary_tables",
+    "trial_results",
 ]
 
 PLOT_NAME = "rolling_accuracy.png"
@@ -56,6 +64,34 @@ class CandidateResult:
     rolling_accuracy: float | None
     cumulative_accuracy: float | None
     events: int
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """A canary or shadow trial found in the registry, and how it ended."""
+
+    record: ModelVersion
+    started: float
+    """Seconds from the first event sent to the trial's record."""
+    ended_by: ModelVersion | None = None
+    ended: float | None = None
+    """Seconds from the first event sent to the record that ended the trial."""
+
+
+@dataclass(frozen=True)
+class DelayedLabels:
+    """What a ``--delayed-labels`` run adds to the summary."""
+
+    warmup: int
+    """Labeled events sent before every label went through the join."""
+    outcomes: OutcomeCounts
+    live: list[LiveReport]
+    """The last live report of each served (version, arm)."""
+    trials: list[TrialResult]
+    expired: int = 0
+    """Predictions whose outcome never came within the label horizon."""
+    unmatched: int = 0
+    """Outcomes past the horizon without a prediction."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +117,42 @@ class DemoSummary:
     pipeline_seconds: float
     total_seconds: float
     missing: list[str] = field(default_factory=list)
+    delayed: DelayedLabels | None = None
+
+
+def latest_live(reports: Sequence[LiveReport]) -> dict[tuple[int, str], LiveReport]:
+    """The last of ``reports`` (in the order read) of each served (version, arm), sorted."""
+    latest = {(report.version, report.arm): report for report in reports}
+    return dict(sorted(latest.items()))
+
+
+def trial_results(
+    versions: Sequence[ModelVersion], published_at: Sequence[float], *, origin: float
+) -> list[TrialResult]:
+    """Every trial of ``versions`` (one model's registry records in log order, published at
+    ``published_at``) and the record that ended it: the next one that is not an ``alert``
+    (a rollout, a rollback, a promotion or another trial). Times in seconds from ``origin``."""
+    results = []
+    for index, record in enumerate(versions):
+        if record.kind not in TRIAL_KINDS:
+            continue
+        end = next(
+            (
+                i
+                for i in range(index + 1, len(versions))
+                if versions[i].kind is not RecordKind.ALERT
+            ),
+            None,
+        )
+        results.append(
+            TrialResult(
+                record,
+                started=published_at[index] - origin,
+                ended_by=None if end is None else versions[end],
+                ended=None if end is None else published_at[end] - origin,
+            )
+        )
+    return results
 
 
 def promotion_event(record: ModelVersion) -> int:
@@ -126,12 +198,13 @@ def build_summary(
     pipeline_seconds: float,
     total_seconds: float,
     missing: Sequence[str] = (),
+    delayed: DelayedLabels | None = None,
 ) -> DemoSummary:
     """Summarise a run from what the topics held at its end.
 
     ``produced_at`` maps each event id to when it was sent (epoch seconds) and ``scored_ids``
     holds the ids of the events scored: they count predictions by the version serving when each
-    event was produced.
+    event was produced. ``delayed`` is what a ``--delayed-labels`` run adds.
     """
     latest = observation.latest or {}
     candidates = [
@@ -163,6 +236,7 @@ def build_summary(
         pipeline_seconds=pipeline_seconds,
         total_seconds=total_seconds,
         missing=list(missing),
+        delayed=delayed,
     )
 
 
@@ -218,7 +292,69 @@ def _rows(summary: DemoSummary) -> dict[str, tuple[list[str], list[list[str]]]]:
             ["version", "serving when the event was produced", "scored by it"],
             _prediction_rows(summary),
         ),
+        **(_delayed_rows(summary.delayed) if summary.delayed else {}),
     }
+
+
+def _delayed_rows(delayed: DelayedLabels) -> dict[str, tuple[list[str], list[list[str]]]]:
+    return {
+        LIVE_TITLE: (
+            ["version", "arm", "served", "outcomes joined", "rolling accuracy", "cumulative"],
+            [
+                [
+                    f"v{r.version}",
+                    r.arm,
+                    f"{r.served:,}",
+                    f"{r.joined:,}",
+                    accuracy_text(r.metric("accuracy", "rolling")),
+                    accuracy_text(r.metric("accuracy")),
+                ]
+                for r in delayed.live
+            ],
+        ),
+        TRIALS_TITLE: (
+            [
+                "trial",
+                "fraction",
+                "started (s)",
+                "ended by",
+                "after (s)",
+                "outcomes c/s",
+                "loss c-s",
+            ],
+            [_trial_row(trial) for trial in delayed.trials],
+        ),
+    }
+
+
+LIVE_TITLE = "Live accuracy per served version and arm"
+TRIALS_TITLE = "Trials"
+
+
+def _trial_row(trial: TrialResult) -> list[str]:
+    record, end = trial.record, trial.ended_by
+    ended = (
+        "-"
+        if end is None
+        else f"{end.kind} of v{end.version}" + (f" by {end.operator}" if end.operator else "")
+    )
+    evidence = end.evidence if end is not None else {}
+    counts = f"{evidence['n_canary']:,}/{evidence['n_stable']:,}" if "n_canary" in evidence else "-"
+    difference = evidence.get("difference")
+    bounds = (
+        f"{difference:+.3f} [{evidence['lower']:+.3f}, {evidence['upper']:+.3f}]"
+        if isinstance(difference, float)
+        else "-"
+    )
+    return [
+        f"v{record.version} {record.kind}",
+        f"{(record.rollout or {}).get('fraction', 0):.0%}",
+        f"{trial.started:.1f}",
+        ended,
+        "running" if trial.ended is None else f"{trial.ended - trial.started:.1f}",
+        counts,
+        bounds,
+    ]
 
 
 def _prediction_rows(summary: DemoSummary) -> list[list[str]]:
@@ -239,13 +375,27 @@ PREDICTIONS_NOTE = (
 
 
 def _headline(summary: DemoSummary) -> str:
-    return (
+    return _labels_line(summary) + (
         f"{summary.events:,} events of {summary.model!r} (concept drift at "
         f"{summary.drift_at:,}), {_rate(summary.rate)}, seed {summary.seed}: "
         f"{summary.learned:,} learned, {summary.scored:,} scored. Champion at the end: "
         f"{summary.champion} (v{summary.champion_version}). Workers ready in "
         f"{summary.startup_seconds:.1f} s; first event to last prediction "
         f"{summary.pipeline_seconds:.1f} s; whole demo {summary.total_seconds:.1f} s."
+    )
+
+
+def _labels_line(summary: DemoSummary) -> str:
+    delayed = summary.delayed
+    if delayed is None:
+        return ""
+    counts, reports = delayed.outcomes, delayed.live
+    return (
+        f"Delayed labels: {delayed.warmup:,} labeled warm-up events (v1 learned from them), "
+        f"then labels only as outcomes joined by the scorer: {counts.outcomes:,} outcomes sent "
+        f"({counts.before:,} before their event, {counts.missing:,} never), "
+        f"{sum(r.joined for r in reports):,} joined, {delayed.expired:,} predictions "
+        f"expired, {delayed.unmatched:,} outcomes unmatched. "
     )
 
 
@@ -306,10 +456,7 @@ def plot_rolling_accuracy(
     path: Path,
 ) -> Path:
     """Each candidate's rolling accuracy over the event index, with the drift and promotions."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: the plot only goes to a file
-    from matplotlib import pyplot as plt
+    plt = _pyplot()
 
     curves: dict[str, tuple[list[int], list[float]]] = {}
     for report in metrics:
@@ -358,8 +505,127 @@ def plot_rolling_accuracy(
     axes.set_ylabel("rolling accuracy")
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right", title="shaded: the serving version")
+    return _save(figure, path)
+
+
+#: How each arm's live curve is drawn: the version gives the color, the arm the line style.
+_ARM_STYLES = {"stable": "-", "canary": "--", "shadow": ":"}
+#: Colors of the versions' live curves: none of those the registry records' lines use.
+_VERSION_COLORS = ("tab:blue", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+
+
+def plot_live_accuracy(
+    observation: Observation,
+    *,
+    origin: float,
+    drift_sent_at: float | None,
+    path: Path,
+) -> Path:
+    """Two panels on one time axis (seconds from ``origin``, the first event sent): the
+    trainer's rolling accuracy per candidate (prequential, when each report was published),
+    and the scorer's live rolling accuracy per served (version, arm), from joined outcomes.
+    Each registry record is a vertical line in both; the concept switch, when it was sent."""
+    plt = _pyplot()
+    figure, (trainer_axes, live_axes) = plt.subplots(2, 1, figsize=(10, 7.5), dpi=120, sharex=True)
+    for name, (xs, ys) in _trainer_curves(observation, origin).items():
+        trainer_axes.plot(xs, ys, label=name, linewidth=1.8)
+    live = live_curves(observation.live, origin)
+    for (version, arm), (xs, ys) in live.items():
+        live_axes.plot(
+            xs,
+            ys,
+            linestyle=_ARM_STYLES.get(arm, "-."),
+            color=_VERSION_COLORS[version % len(_VERSION_COLORS)],
+            linewidth=1.8,
+            label=f"v{version} {arm}",
+        )
+    for axes in (trainer_axes, live_axes):
+        if drift_sent_at is not None:
+            axes.axvline(drift_sent_at - origin, color="black", linestyle="--", linewidth=1.2)
+        for record, at in zip(observation.versions, observation.published_at, strict=True):
+            axes.axvline(at - origin, color=_record_color(record), linestyle=":", linewidth=1.2)
+        axes.grid(alpha=0.3)
+    for record, at in zip(observation.versions, observation.published_at, strict=True):
+        live_axes.annotate(
+            f"v{record.version} {record.kind}",
+            xy=(at - origin, 0.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, 4),
+            textcoords="offset points",
+            rotation=90,
+            va="bottom",
+            ha="left",
+            fontsize=8,
+            color=_record_color(record),
+        )
+    model = observation.metrics[-1]["model"] if observation.metrics else ""
+    trainer_axes.set_title(f"{model}: the trainer's rolling accuracy per candidate (prequential)")
+    trainer_axes.set_ylabel("rolling accuracy")
+    trainer_axes.legend(loc="lower right", title="dashed black: the concept switch sent")
+    live_axes.set_title("live rolling accuracy per served version and arm (joined outcomes)")
+    live_axes.set_ylabel("live rolling accuracy")
+    live_axes.set_xlabel("seconds since the first event was sent")
+    if live:
+        live_axes.legend(loc="lower right", title="dotted: registry records")
+    return _save(figure, path)
+
+
+def live_curves(
+    reports: Sequence[LiveReport], origin: float
+) -> dict[tuple[int, str], tuple[list[float], list[float]]]:
+    """Per served (version, arm), its live rolling accuracy over time (seconds from
+    ``origin``): one point per report that joined new outcomes, so that a version that stopped
+    serving ends where its last outcome was joined (the scorer keeps reporting it)."""
+    curves: dict[tuple[int, str], tuple[list[float], list[float]]] = {}
+    joined: dict[tuple[int, str], int] = {}
+    for report in reports:
+        key = (report.version, report.arm)
+        accuracy = report.metric("accuracy", "rolling")
+        if accuracy is None or report.ts is None or joined.get(key) == report.joined:
+            continue
+        joined[key] = report.joined
+        xs, ys = curves.setdefault(key, ([], []))
+        xs.append(report.ts - origin)
+        ys.append(accuracy)
+    return dict(sorted(curves.items()))
+
+
+def _trainer_curves(
+    observation: Observation, origin: float
+) -> dict[str, tuple[list[float], list[float]]]:
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    for report, at in zip(observation.metrics, observation.metrics_at, strict=True):
+        for name, scores in report["candidates"].items():
+            accuracy = scores["rolling"].get("accuracy")
+            if accuracy is not None:
+                xs, ys = curves.setdefault(name, ([], []))
+                xs.append(at - origin)
+                ys.append(accuracy)
+    return curves
+
+
+def _record_color(record: ModelVersion) -> str:
+    # What a record does to traffic, at a glance: a trial starts, ends well, ends badly.
+    return {
+        RecordKind.CANARY: "tab:orange",
+        RecordKind.SHADOW: "tab:orange",
+        RecordKind.ROLLOUT: "tab:green",
+        RecordKind.ROLLBACK: "tab:red",
+    }.get(record.kind, "tab:gray")
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: the plot only goes to a file
+    from matplotlib import pyplot
+
+    return pyplot
+
+
+def _save(figure: Any, path: Path) -> Path:
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
-    plt.close(figure)
+    _pyplot().close(figure)
     return path

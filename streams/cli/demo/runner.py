@@ -25,19 +25,30 @@ from rich.console import Console
 from rich.live import Live
 
 from streams.admin import ensure_topics
+from streams.cli.demo.delayed import (
+    DelayedStream,
+    check_options,
+    guardrail_note,
+    stream_delayed,
+    worker_environment,
+)
 from streams.cli.demo.errors import DemoError, WorkerExited
 from streams.cli.demo.live import REFRESH_PER_SECOND, LiveState, live_view
 from streams.cli.demo.options import DemoOptions
 from streams.cli.demo.report import (
     PLOT_NAME,
     SUMMARY_NAME,
+    DelayedLabels,
     build_summary,
+    latest_live,
+    plot_live_accuracy,
     plot_rolling_accuracy,
     summary_markdown,
     summary_tables,
+    trial_results,
 )
 from streams.cli.demo.startup import LogFollower
-from streams.cli.demo.watcher import TopicWatcher
+from streams.cli.demo.watcher import Observation, TopicWatcher
 from streams.config import load_config
 from streams.sdk import replay
 from streams.sdk.producer import EventProducer
@@ -108,6 +119,12 @@ def _stop_workers(workers: Sequence[Worker], *, timeout: float = WORKER_STOP_TIM
         except subprocess.TimeoutExpired:
             worker.process.kill()
             worker.process.wait()
+
+
+def _check(workers: Sequence[Worker]) -> None:
+    """Raise :class:`WorkerExited` if any of ``workers`` has ended on its own."""
+    for worker in workers:
+        worker.check()
 
 
 def _answers(redis_url: str) -> bool:
@@ -218,8 +235,7 @@ def _stream(
             produced_at[event["event_id"]] = time.time()
             state.sent += 1
             if state.sent % 1000 == 0:
-                for worker in workers:
-                    worker.check()
+                _check(workers)
         producer.flush()
     return produced_at
 
@@ -237,8 +253,7 @@ def _wait_until_done(
     while True:
         if watcher.error is not None:
             raise DemoError(f"reading the topics failed: {watcher.error!r}")
-        for worker in workers:
-            worker.check()
+        _check(workers)
         observation = watcher.observation()
         missing = []
         if observation.learned < learn_target:
@@ -250,6 +265,19 @@ def _wait_until_done(
         time.sleep(0.25)
 
 
+def _delayed_summary(observation: Observation, delayed: DelayedStream) -> DelayedLabels:
+    return DelayedLabels(
+        warmup=delayed.warmup,
+        outcomes=delayed.counts,
+        live=list(latest_live(observation.live).values()),
+        trials=trial_results(
+            observation.versions, observation.published_at, origin=delayed.started_at
+        ),
+        expired=observation.join_counts.get("expired", 0),
+        unmatched=observation.join_counts.get("unmatched", 0),
+    )
+
+
 def run(options: DemoOptions, *, console: Console | None = None) -> int:
     """Run the demo; returns the exit code (0: every event learned and scored)."""
     console = console or Console(stderr=True)
@@ -258,6 +286,8 @@ def run(options: DemoOptions, *, console: Console | None = None) -> int:
     report_dir = options.report_dir.resolve()
     if not config_path.is_file():
         raise DemoError(f"no configuration at {config_path}")
+    if options.delayed_labels:
+        check_options(options)
     report_dir.mkdir(parents=True, exist_ok=True)
     run_id = f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     stack: LocalStack | None = None
@@ -270,6 +300,12 @@ def run(options: DemoOptions, *, console: Console | None = None) -> int:
         env = _environment(endpoints, run_id, console)
         config = load_config(config_path, env)
         model = next(iter(config.models))
+        note = None
+        if options.delayed_labels:
+            env.update(worker_environment(model))
+            config = load_config(config_path, env)
+            note = guardrail_note(model)
+            console.print(note)
         settings = Settings.from_env(env)
         kafka_config = settings.kafka
         ensure_topics(config.topics, kafka_config, partitions=config.worker.partitions)
@@ -291,9 +327,11 @@ def run(options: DemoOptions, *, console: Console | None = None) -> int:
                 report_dir / "scorer.log",
             ),
         ]
-        state = LiveState(events=options.events, report_every=config.worker.metrics_every)
-        # The trainer reports every metrics_every events, so that many is all a report can show.
-        learn_target = options.events - options.events % config.worker.metrics_every
+        state = LiveState(
+            events=options.events, report_every=config.worker.metrics_every, note=note
+        )
+        every = config.worker.metrics_every
+        delayed: DelayedStream | None = None
         with Live(
             get_renderable=lambda: live_view(state, watcher.observation()),
             console=console,
@@ -303,21 +341,38 @@ def run(options: DemoOptions, *, console: Console | None = None) -> int:
             startup_seconds = time.monotonic() - workers_started
             state.phase = "streaming events"
             first_event = time.monotonic()
-            produced_at = _stream(
-                options,
-                model=model,
-                topics=config.topics,
-                kafka_config=kafka_config,
-                state=state,
-                workers=workers,
-            )
+            if options.delayed_labels:
+                delayed = stream_delayed(
+                    options,
+                    model=model,
+                    config=config,
+                    settings=settings,
+                    state=state,
+                    watcher=watcher,
+                    check_workers=lambda: _check(workers),
+                )
+                produced_at = delayed.produced_at
+                # The trainer learns the warm-up batch and every event whose outcome was sent.
+                to_learn = options.events - delayed.counts.missing
+                to_score = options.events - delayed.warmup
+            else:
+                produced_at = _stream(
+                    options,
+                    model=model,
+                    topics=config.topics,
+                    kafka_config=kafka_config,
+                    state=state,
+                    workers=workers,
+                )
+                to_learn = to_score = options.events
             state.streamed_seconds = time.monotonic() - first_event
             state.phase = "waiting for the workers to learn and score every event"
             missing = _wait_until_done(
                 watcher,
                 workers,
-                learn_target=learn_target,
-                events=options.events,
+                # The trainer reports every `every` events: that many is all a report can show.
+                learn_target=to_learn - to_learn % every,
+                events=to_score,
                 timeout=COMPLETION_TIMEOUT,
             )
             pipeline_seconds = time.monotonic() - first_event
@@ -337,12 +392,24 @@ def run(options: DemoOptions, *, console: Console | None = None) -> int:
             pipeline_seconds=pipeline_seconds,
             total_seconds=time.monotonic() - started,
             missing=missing,
+            delayed=None if delayed is None else _delayed_summary(final, delayed),
         )
         out = Console()
         out.print(summary_tables(summary))
-        plot = plot_rolling_accuracy(
-            final.metrics, summary.versions, drift_at=summary.drift_at, path=report_dir / PLOT_NAME
-        )
+        if delayed is None:
+            plot = plot_rolling_accuracy(
+                final.metrics,
+                summary.versions,
+                drift_at=summary.drift_at,
+                path=report_dir / PLOT_NAME,
+            )
+        else:
+            plot = plot_live_accuracy(
+                final,
+                origin=delayed.started_at,
+                drift_sent_at=delayed.drift_sent_at,
+                path=report_dir / PLOT_NAME,
+            )
         markdown = report_dir / SUMMARY_NAME
         markdown.write_text(summary_markdown(summary, plot_name=plot.name))
         out.print(f"report: {markdown}\nplot:   {plot}")

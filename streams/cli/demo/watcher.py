@@ -2,7 +2,10 @@
 
 :class:`TopicWatcher` reads the metrics, registry and predictions topics of one run from their
 beginning; :meth:`TopicWatcher.observation` gives the live view and the report a consistent copy
-(an :class:`Observation`) of everything read so far, for one model.
+(an :class:`Observation`) of everything read so far, for one model. The metrics topic carries
+two kinds of report: the trainer's (prequential, per candidate) and the scorer's live reports
+(per served version and arm, from joined outcomes); both are kept, with when each was
+published, so that the two can be drawn on one time axis.
 """
 
 from __future__ import annotations
@@ -11,12 +14,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 
 from streams.cli.demo.errors import DemoError
+from streams.registry.client import LiveReport
 from streams.registry.records import ModelVersion, parse_record
 from streams.topics import Topics
 
@@ -36,6 +40,14 @@ class Observation:
     """Predictions per version that made them: how far the scorer lags behind shows here."""
     scored: int = 0
     """Distinct events scored (predictions are at-least-once; a re-scored event counts once)."""
+    metrics_at: tuple[float, ...] = ()
+    """When each of :attr:`metrics` was published (epoch seconds), index for index."""
+    live: tuple[LiveReport, ...] = ()
+    """The scorer's live reports, in the order read; each one's ``ts`` is when it was made
+    (epoch seconds)."""
+    join_counts: Mapping[str, int] = field(default_factory=dict)
+    """``expired`` (predictions whose outcome never came) and ``unmatched`` (outcomes past the
+    horizon without a prediction), from the last live report."""
 
     @property
     def latest(self) -> dict[str, Any] | None:
@@ -75,6 +87,9 @@ class TopicWatcher(threading.Thread):
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._metrics: list[dict[str, Any]] = []
+        self._metrics_at: list[float] = []
+        self._live: list[LiveReport] = []
+        self._join_counts: dict[str, int] = {}
         self._versions: list[ModelVersion] = []
         self._published_at: list[float] = []
         self._by_version: Counter[int] = Counter()
@@ -89,6 +104,9 @@ class TopicWatcher(threading.Thread):
                 published_at=tuple(self._published_at),
                 predictions_by_version=dict(self._by_version),
                 scored=len(self._scored_ids),
+                metrics_at=tuple(self._metrics_at),
+                live=tuple(self._live),
+                join_counts=dict(self._join_counts),
             )
 
     def scored_event_ids(self) -> frozenset[str]:
@@ -154,9 +172,18 @@ class TopicWatcher(threading.Thread):
         if not isinstance(value, dict) or value.get("model") != self.model:
             return
         if topic == self.topics.metrics:
-            # The trainer's reports only: the scorer publishes its live reports here too.
-            if isinstance(value.get("events"), int) and isinstance(value.get("candidates"), dict):
+            live = LiveReport.parse(value)
+            if live is not None:
+                # The broker's time for a report that does not say when it was made.
+                self._live.append(live if live.ts is not None else replace(live, ts=timestamp))
+                self._join_counts = {
+                    name: count
+                    for name in ("expired", "unmatched")
+                    if isinstance(count := value.get(name), int)
+                }
+            elif isinstance(value.get("events"), int) and isinstance(value.get("candidates"), dict):
                 self._metrics.append(value)
+                self._metrics_at.append(timestamp)
             return
         version, event_id = value.get("version"), value.get("event_id")
         # A prediction without them is skipped like undecodable JSON: a version that is not a
