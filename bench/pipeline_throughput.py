@@ -6,6 +6,10 @@ ceiling faust itself puts on any worker here. The worker's rate counts from its 
 checkpoint to the one that holds every event, so its start-up (faust joining its consumer
 group) is left out and reported apart.
 
+The worker runs twice over the same events (each time in a group of its own): with its
+Prometheus metrics, scraped every second as Prometheus would, and with ``--no-metrics``; the
+difference is the overhead of the metrics on throughput.
+
     .venv/bin/python bench/pipeline_throughput.py [--events 200000]
 
 Uses KAFKA_BOOTSTRAP_SERVERS / REDIS_URL when set, else starts a local stack for the run.
@@ -21,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -31,6 +36,7 @@ from streams.config import load_config
 from streams.contract import encode_event
 from streams.sdk.replay import from_drift
 from streams.stack import LocalStack
+from streams.stack.process import free_port
 from streams.topics import Topics
 from streams.workers.checkpoint import read_checkpoint
 from trainers.trainer import ModelTrainer
@@ -60,7 +66,18 @@ def in_process_rate(events: list[dict]) -> float:
     return len(events) / (time.perf_counter() - start)
 
 
-def worker_rate(events: list[dict], bootstrap: str, redis_url: str) -> tuple[float, float, str]:
+def _scrape(port: int) -> None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
+            response.read()
+    except OSError:
+        pass  # not serving yet
+
+
+def worker_rate(
+    events: list[dict], bootstrap: str, redis_url: str, *, metrics: bool
+) -> tuple[float, float, str]:
+    """Events/s of a trainer worker (with its metrics scraped every second, or without any)."""
     run = uuid.uuid4().hex[:8]
     env = {
         **os.environ,
@@ -84,9 +101,12 @@ def worker_rate(events: list[dict], bootstrap: str, redis_url: str) -> tuple[flo
     producer.close()
 
     client = redis.Redis.from_url(redis_url)
+    port = free_port()
+    options = ["--metrics-port", str(port)] if metrics else ["--no-metrics"]
     launched = time.perf_counter()
+    scraped = launched
     worker = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli.main", "worker", "--config", str(CONFIG)],
+        [sys.executable, "-m", "streams.cli.main", "worker", "--config", str(CONFIG), *options],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -108,6 +128,9 @@ def worker_rate(events: list[dict], bootstrap: str, redis_url: str) -> tuple[flo
                 break
             if worker.poll() is not None:
                 raise RuntimeError("the worker exited early")
+            if metrics and now - scraped >= 1.0:
+                _scrape(port)
+                scraped = now
             time.sleep(0.05)
     finally:
         worker.terminate()
@@ -140,11 +163,14 @@ def main() -> None:
     )
     with services() as (bootstrap, redis_url):
         baseline = in_process_rate(events)
-        end_to_end, startup, topic = worker_rate(events, bootstrap, redis_url)
+        end_to_end, startup, topic = worker_rate(events, bootstrap, redis_url, metrics=True)
+        bare, _, _ = worker_rate(events, bootstrap, redis_url, metrics=False)
         ceiling = faust_ceiling(topic, len(events), bootstrap)
     print(f"events:               {args.events}")
     print(f"in-process trainer:   {baseline:10,.0f} events/s")
     print(f"worker, end to end:   {end_to_end:10,.0f} events/s  (start-up {startup:.1f} s)")
+    print(f"worker, no metrics:   {bare:10,.0f} events/s")
+    print(f"metrics overhead:     {1 - end_to_end / bare:10.1%}  (1 - with / without)")
     print(f"faust no-op agent:    {ceiling:10,.0f} events/s  (the same topic, nothing done)")
     print(
         f"ratio:                {end_to_end / baseline:10.2f}  (worker / in-process; target >= 0.5)"

@@ -29,7 +29,11 @@ def _stack(args: argparse.Namespace) -> int:
     stack = LocalStack(args.state_dir)
     try:
         if args.action == "up":
-            endpoints = stack.up(kafka_port=args.kafka_port, redis_port=args.redis_port)
+            endpoints = stack.up(
+                kafka_port=args.kafka_port,
+                redis_port=args.redis_port,
+                with_prometheus=args.with_prometheus,
+            )
             print(endpoints.shell_lines())
         elif args.action == "status":
             report = stack.status()
@@ -47,9 +51,13 @@ def _stack(args: argparse.Namespace) -> int:
 
 
 def _run_faust_worker(
-    args: argparse.Namespace, create_app: Callable[..., Any], **options: Any
+    args: argparse.Namespace, create_app: Callable[..., Any], metrics: Any, **options: Any
 ) -> int:
-    """Create the topics, then run a faust app built by ``create_app`` until it is stopped."""
+    """Create the topics, then run a faust app built by ``create_app`` until it is stopped.
+
+    ``metrics`` (a :class:`streams.metrics.WorkerMetrics`, None with ``--no-metrics``) is
+    served on ``--metrics-port`` and registered for Prometheus when a discovery folder is set.
+    """
     import mode.loop
 
     from streams.admin import ensure_topics
@@ -72,26 +80,72 @@ def _run_faust_worker(
         chosen = _FAUST_DATADIR_ENV in os.environ
         os.environ.setdefault(_FAUST_DATADIR_ENV, datadir)
         try:
-            app = create_app(config, settings, **options)  # faust reads the folder here
+            app = create_app(config, settings, metrics=metrics, **options)
         except (SettingsError, ConfigError) as error:
             return refuse(args.command, error)
         finally:
             if not chosen:
                 del os.environ[_FAUST_DATADIR_ENV]
+        if metrics is not None:
+            try:
+                _serve_metrics(args, metrics, group=app.app.conf.id)
+            except OSError as error:
+                return refuse(args.command, f"cannot serve metrics: {error}")
         app.run(log_level=args.log_level)
     return 0
 
 
+def _serve_metrics(args: argparse.Namespace, metrics: Any, *, group: str) -> None:
+    from streams.metrics import SD_DIR_ENV, register_target
+
+    port = metrics.serve(args.metrics_port, args.metrics_address)
+    # stderr, like faust's log: a parent that reads the worker's output learns the port there.
+    print(f"metrics on http://{args.metrics_address}:{port}/metrics", file=sys.stderr)
+    sd_dir = args.metrics_sd_dir or os.environ.get(SD_DIR_ENV)
+    if sd_dir:
+        register_target(
+            Path(sd_dir), job=f"driftline-{metrics.role}", port=port, labels={"group": group}
+        )
+
+
 def _worker(args: argparse.Namespace) -> int:
+    from streams.metrics import TrainerMetrics
     from streams.workers.trainer import create_app
 
-    return _run_faust_worker(args, create_app, reset_candidates=frozenset(args.reset_candidate))
+    metrics = None if args.no_metrics else TrainerMetrics()
+    return _run_faust_worker(
+        args, create_app, metrics, reset_candidates=frozenset(args.reset_candidate)
+    )
 
 
 def _score(args: argparse.Namespace) -> int:
+    from streams.metrics import ScorerMetrics
     from streams.workers.scorer import create_app
 
-    return _run_faust_worker(args, create_app, max_wait=args.max_wait, group=args.group)
+    metrics = None if args.no_metrics else ScorerMetrics()
+    return _run_faust_worker(args, create_app, metrics, max_wait=args.max_wait, group=args.group)
+
+
+def _add_metrics_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve Prometheus metrics on this port (default 0: any free port, logged)",
+    )
+    parser.add_argument(
+        "--metrics-address",
+        default="127.0.0.1",
+        help="address the metrics server binds (0.0.0.0 in a container)",
+    )
+    parser.add_argument(
+        "--metrics-sd-dir",
+        type=Path,
+        default=None,
+        help="register this worker for Prometheus's file-based service discovery in this folder "
+        "(default: $DRIFTLINE_METRICS_SD_DIR, which `stack up --with-prometheus` exports)",
+    )
+    parser.add_argument("--no-metrics", action="store_true", help="serve no metrics at all")
 
 
 def _registry(args: argparse.Namespace) -> int:
@@ -270,6 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--redis-port", type=int, default=None)
     stack.add_argument("--keep-data", action="store_true", help="with down: keep the data folders")
     stack.add_argument(
+        "--with-prometheus",
+        action="store_true",
+        help="with up: also start Prometheus (Debian's package), scraping the workers that "
+        "register in the stack's discovery folder, with deploy/prometheus/rules.yml",
+    )
+    stack.add_argument(
         "--timeout", type=float, default=20.0, help="with down: seconds before a process is killed"
     )
     stack.set_defaults(handler=_stack)
@@ -289,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODEL/NAME",
         help="reset candidate NAME of MODEL: it starts learning afresh (repeatable)",
     )
+    _add_metrics_options(worker)
     worker.set_defaults(handler=_worker)
 
     score = commands.add_parser(
@@ -305,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--group", default=None, help="consumer group (default: the [worker] group + '-scorer')"
     )
     score.add_argument("--log-level", default="info")
+    _add_metrics_options(score)
     score.set_defaults(handler=_score)
 
     from streams.registry.cli import add_registry_parser

@@ -14,6 +14,11 @@ is refused (:class:`PortConflictError`) rather than answered with the running st
 ``down`` names the driftline workers that still use the stack (:mod:`streams.stack.clients`),
 which will retry against it until they are stopped.
 
+``up --with-prometheus`` adds a Prometheus server (:mod:`streams.stack.prometheus`) that
+scrapes the workers registered in the stack's discovery folder (``metrics-sd/``, exported as
+``DRIFTLINE_METRICS_SD_DIR``) and evaluates the repository's alert rules. The default stack does
+not start it.
+
 Example (not run as a doctest: it starts Java)::
 
     stack = LocalStack()
@@ -32,12 +37,18 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from streams.settings import BOOTSTRAP_SERVERS_ENV, REDIS_URL_ENV, SIGNING_KEY_FILE_ENV
-from streams.stack import broker, redis_server
+from streams.settings import (
+    BOOTSTRAP_SERVERS_ENV,
+    METRICS_SD_DIR_ENV,
+    REDIS_URL_ENV,
+    SIGNING_KEY_FILE_ENV,
+)
+from streams.stack import broker, prometheus, redis_server
 from streams.stack.clients import StackClient, find_clients
 from streams.stack.process import MissingToolError, StackError, free_port, is_alive, stop
 
 __all__ = [
+    "PROMETHEUS_URL_ENV",
     "Endpoints",
     "LocalStack",
     "MissingToolError",
@@ -46,6 +57,10 @@ __all__ = [
     "StackError",
     "default_state_dir",
 ]
+
+
+PROMETHEUS_URL_ENV = "DRIFTLINE_PROMETHEUS_URL"
+"""Where the stack's Prometheus answers queries (set by ``stack up --with-prometheus``)."""
 
 
 class PortConflictError(StackError):
@@ -68,6 +83,9 @@ class Endpoints:
     kafka_bootstrap: str
     redis_url: str
     signing_key_file: Path | None = None
+    prometheus_url: str | None = None
+    metrics_sd_dir: Path | None = None
+    """The folder workers register in for Prometheus (with ``prometheus_url`` only)."""
 
     def shell_lines(self) -> str:
         """``export`` lines, so that ``eval "$(driftline stack up)"`` sets them for every command
@@ -75,6 +93,9 @@ class Endpoints:
         settings = {BOOTSTRAP_SERVERS_ENV: self.kafka_bootstrap, REDIS_URL_ENV: self.redis_url}
         if self.signing_key_file is not None:
             settings[SIGNING_KEY_FILE_ENV] = str(self.signing_key_file)
+        if self.prometheus_url is not None and self.metrics_sd_dir is not None:
+            settings[PROMETHEUS_URL_ENV] = self.prometheus_url
+            settings[METRICS_SD_DIR_ENV] = str(self.metrics_sd_dir)
         return "\n".join(f"export {name}={shlex.quote(value)}" for name, value in settings.items())
 
 
@@ -132,25 +153,45 @@ class LocalStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._state_file.write_text(json.dumps({k: asdict(v) for k, v in services.items()}))
 
+    @property
+    def metrics_sd_dir(self) -> Path:
+        """Where workers register for the stack's Prometheus (file-based service discovery)."""
+        return self.state_dir / "metrics-sd"
+
+    def _prometheus_url(self, services: dict[str, _Service]) -> str | None:
+        service = services.get("prometheus")
+        return None if service is None else f"http://{self.host}:{service.port}"
+
     def _endpoints(self, services: dict[str, _Service]) -> Endpoints:
+        prometheus_url = self._prometheus_url(services)
         return Endpoints(
             kafka_bootstrap=f"{self.host}:{services['kafka'].port}",
             redis_url=f"redis://{self.host}:{services['redis'].port}/0",
             signing_key_file=self._ensure_signing_key(),
+            prometheus_url=prometheus_url,
+            metrics_sd_dir=self.metrics_sd_dir if prometheus_url else None,
         )
 
     def _healthy(self, services: dict[str, _Service]) -> bool:
-        if set(services) != {"kafka", "redis"}:
+        """Whether Kafka and Redis run and answer (Prometheus, optional, is checked apart)."""
+        if not {"kafka", "redis"} <= set(services):
             return False
-        if not all(is_alive(service.pid) for service in services.values()):
+        if not all(is_alive(services[name].pid) for name in ("kafka", "redis")):
             return False
         endpoints = self._endpoints(services)
         return broker.broker_answers(endpoints.kafka_bootstrap) and redis_server.answers(
             endpoints.redis_url
         )
 
-    def up(self, *, kafka_port: int | None = None, redis_port: int | None = None) -> Endpoints:
-        """Start the broker and Redis (or reuse a healthy running pair) and wait until ready.
+    def up(
+        self,
+        *,
+        kafka_port: int | None = None,
+        redis_port: int | None = None,
+        with_prometheus: bool = False,
+    ) -> Endpoints:
+        """Start the broker and Redis (or reuse a healthy running pair) and wait until ready;
+        with ``with_prometheus``, a Prometheus server too (added to a running stack).
 
         Raises :class:`PortConflictError` if a healthy stack runs with another port than
         ``kafka_port`` or ``redis_port``: reusing it would hand out addresses the caller did
@@ -159,7 +200,33 @@ class LocalStack:
         services = self._load()
         if services and self._healthy(services):
             self._check_ports(services, kafka=kafka_port, redis=redis_port)
-            return self._endpoints(services)
+        else:
+            services = self._start(kafka_port=kafka_port, redis_port=redis_port)
+        if with_prometheus:
+            self._ensure_prometheus(services)
+        return self._endpoints(services)
+
+    def _ensure_prometheus(self, services: dict[str, _Service]) -> None:
+        current = services.get("prometheus")
+        if current is not None and is_alive(current.pid):
+            url = self._prometheus_url(services)
+            if url is not None and prometheus.answers(url):
+                return
+            stop(current.pid)
+        root = self.state_dir / "prometheus"
+        # Files of workers from an earlier stack name ports that are gone (or reused).
+        shutil.rmtree(self.metrics_sd_dir, ignore_errors=True)
+        service = _Service(pid=0, port=free_port(self.host), root=str(root))
+        service.pid = prometheus.start(
+            root, host=self.host, port=service.port, sd_dir=self.metrics_sd_dir
+        )
+        services["prometheus"] = service
+        self._save(services)
+        url = f"http://{self.host}:{service.port}"
+        prometheus.wait_until_ready(service.pid, url, root / "prometheus.log")
+
+    def _start(self, *, kafka_port: int | None, redis_port: int | None) -> dict[str, _Service]:
+        services = self._load()
         if services:
             self.down()
         kafka_root = self.state_dir / "kafka"
@@ -194,7 +261,7 @@ class LocalStack:
         except BaseException:
             self.down()
             raise
-        return endpoints
+        return services
 
     def _check_ports(self, services: dict[str, _Service], **wanted: int | None) -> None:
         for name, port in wanted.items():
@@ -221,6 +288,9 @@ class LocalStack:
             if name == "kafka":
                 address = f"{self.host}:{service.port}"
                 answers = alive and broker.broker_answers(address)
+            elif name == "prometheus":
+                address = f"http://{self.host}:{service.port}"
+                answers = alive and prometheus.answers(address)
             else:
                 address = f"redis://{self.host}:{service.port}/0"
                 answers = alive and redis_server.answers(address)
@@ -249,6 +319,7 @@ class LocalStack:
                 shutil.rmtree(service.root, ignore_errors=True)
         if not keep_data:
             self.signing_key_file.unlink(missing_ok=True)
+            shutil.rmtree(self.metrics_sd_dir, ignore_errors=True)
         self._state_file.unlink(missing_ok=True)
         if clients:
             pids = " ".join(str(client.pid) for client in clients)

@@ -29,6 +29,7 @@ INSTALL_HINTS = {
     "java": "Java 17 or newer: apt-get install -y openjdk-17-jre-headless",
     "mvn": "Maven: apt-get install -y maven",
     "redis-server": "Redis: apt-get install -y redis-server",
+    "prometheus": "Prometheus: apt-get install -y prometheus",
 }
 
 

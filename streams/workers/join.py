@@ -586,6 +586,13 @@ class Joiner:
 
     # -- reports ------------------------------------------------------------------------------
 
+    async def pending(self) -> int:
+        """Predictions and outcomes waiting for their other half, over the owned partitions."""
+        total = 0
+        for partition in list(self.partitions):
+            total += int(await self.client.zcard(self._key(partition, "expiry")))
+        return total
+
     def reports(self) -> list[dict[str, Any]]:
         """One live report per (model, version, arm) this scorer owns, for the metrics topic."""
         reports = []

@@ -158,6 +158,10 @@ class PartitionLedger:
         The exceptions that mean "Redis is away, try again later".
     clock, sleep
         Injected for tests.
+    on_replayed
+        Called for each event skipped because the restored state already holds it.
+    on_checkpoint
+        Called after each checkpoint with its duration in seconds and whether it was saved.
     """
 
     def __init__(
@@ -173,7 +177,11 @@ class PartitionLedger:
         redis_errors: tuple[type[Exception], ...],
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_replayed: Callable[[], None] | None = None,
+        on_checkpoint: Callable[[float, bool], None] | None = None,
     ) -> None:
+        self.on_replayed = on_replayed
+        self.on_checkpoint = on_checkpoint
         self.checkpoints = checkpoints
         self.outbox = outbox
         self.restore = restore
@@ -210,6 +218,8 @@ class PartitionLedger:
             return None
         if message.offset <= state.cursor:
             event.ack()  # I1: at or before the restored cursor, already saved
+            if self.on_replayed is not None:
+                self.on_replayed()
             return None
         state.cursor = message.offset
         state.pending.append(event)
@@ -272,6 +282,13 @@ class PartitionLedger:
 
     async def checkpoint(self) -> bool:
         """Step 5: flush, persist, commit. True when every owned partition is saved."""
+        started = time.perf_counter()
+        saved = await self._checkpoint()
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(time.perf_counter() - started, saved)
+        return saved
+
+    async def _checkpoint(self) -> bool:
         if not await self.outbox.flush():
             self._retry_later()
             return False

@@ -57,6 +57,8 @@ class Outbox:
         Namespace of the artifact keys.
     store_errors
         The exceptions of ``store_artifact`` that mean "Redis is away, try again later".
+    on_published
+        Called with each record once the broker has it (the metrics count promotions there).
     """
 
     def __init__(
@@ -68,7 +70,9 @@ class Outbox:
         signing_key: bytes,
         redis_prefix: str,
         store_errors: tuple[type[Exception], ...],
+        on_published: Callable[[ModelVersion], None] | None = None,
     ) -> None:
+        self._on_published = on_published
         self._send = send
         self._store_artifact = store_artifact
         self._registry_topic = registry_topic
@@ -154,6 +158,8 @@ class Outbox:
         delivery = await self._send(self._registry_topic, record.model.encode(), record.to_json())
         await delivery
         self.published[record.model] = record.version
+        if self._on_published is not None:
+            self._on_published(record)
 
     async def flush(self) -> bool:
         """Wait for every record in flight, then publish the waiting promotions.

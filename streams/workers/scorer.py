@@ -39,7 +39,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -56,6 +56,7 @@ from streams.contract import (
     decode_outcome,
     decode_unlabeled,
 )
+from streams.metrics import ScorerMetrics
 from streams.registry.client import RegistryClient, RegistrySubscription
 from streams.registry.records import TRIAL_KINDS, ModelVersion, RecordKind, serving_state
 from streams.settings import Settings
@@ -141,8 +142,10 @@ class RegistryFollower(threading.Thread):
         models: Collection[str],
         *,
         poll_timeout: float = 0.5,
+        metrics: ScorerMetrics | None = None,
     ) -> None:
         super().__init__(name="driftline-registry-follower", daemon=True)
+        self.metrics = metrics
         self.client = client
         self.table = table
         self.models = frozenset(models)
@@ -208,6 +211,8 @@ class RegistryFollower(threading.Thread):
             model = self.client.load(record)
         except ArtifactIntegrityError as error:
             log.error("refusing %s v%d (%s): %s", record.model, record.version, record.kind, error)
+            if self.metrics is not None:
+                self.metrics.refused(record.model)
             return None
         log.info(
             "%s: v%d %s (%s: %s)",
@@ -217,6 +222,8 @@ class RegistryFollower(threading.Thread):
             record.kind,
             record.reason,
         )
+        if self.metrics is not None:
+            self.metrics.swapped(record.model, "trial" if record.kind in TRIAL_KINDS else "stable")
         return Serving(record, model)
 
     def _serve(self, record: ModelVersion) -> bool:
@@ -245,6 +252,8 @@ class ScoringRuntime:
         Publishes a registry record the live guardrail decided (signed by the caller).
     max_wait
         Seconds a model without a version is waited for before its events are dead-lettered.
+    metrics
+        Where the runtime counts for Prometheus; None counts nothing.
     """
 
     config: DriftlineConfig
@@ -253,6 +262,7 @@ class ScoringRuntime:
     joiner: Joiner
     publish_record: Callable[[ModelVersion], Awaitable[None]]
     max_wait: float = DEFAULT_MAX_WAIT
+    metrics: ScorerMetrics | None = None
     clock: Callable[[], float] = time.monotonic
     # When each model without a version started waiting; its deadline is this + max_wait.
     _waiting_since: dict[str, float] = field(default_factory=dict, init=False)
@@ -262,37 +272,50 @@ class ScoringRuntime:
 
     async def handle(self, event: EventT) -> None:
         """Score one record of the unlabeled-events topic (its agent's whole body)."""
-        await self._commit(event, self._commit_scored)
+        started = time.perf_counter()
+        if await self._commit(event, self._commit_scored) and self.metrics is not None:
+            self.metrics.acknowledged(time.perf_counter() - started)
 
     async def handle_outcome(self, event: EventT) -> None:
         """Join one record of the outcomes topic (its agent's whole body)."""
         await self._commit(event, self._commit_outcome)
 
-    async def _commit(self, event: EventT, commit: Callable[[Any, Any], Awaitable[bool]]) -> None:
-        """Skip a message already handled, else commit what it changes; ack once committed."""
+    async def _commit(self, event: EventT, commit: Callable[[Any, Any], Awaitable[bool]]) -> bool:
+        """Skip a message already handled, else commit what it changes; ack once committed.
+
+        True when the message was committed and acknowledged now."""
         message = event.message
         await self._wait_until_ready()
         async with self.lock:
             state = await self.joiner.owned(message.tp.partition)
             if state is None:
-                return
+                return False
             if self.joiner.skips(state, message.tp.topic, message.offset):
                 event.ack()
-                return
+                if self.metrics is not None:
+                    self.metrics.skipped("replayed")
+                return False
             try:
                 committed = await commit(state, message)
             except InvalidEvent as error:
                 self.progress.dead_letter(error.code)
+                if self.metrics is not None:
+                    self.metrics.dead_letter(error.code)
                 committed = await self.joiner.dead_letter(
                     state, message.tp.partition, message.tp.topic, message, error
                 )
             if committed:
                 event.ack()
+            return committed
 
     async def _commit_scored(self, state: Any, message: Any) -> bool:
         served = await self._score(message)
         self.progress.handled()
-        return await self.joiner.served(state, message.tp.partition, message.offset, served)
+        committed = await self.joiner.served(state, message.tp.partition, message.offset, served)
+        if committed and self.metrics is not None:
+            for prediction in served.predictions:
+                self.metrics.predicted(served.event.model, prediction["version"], prediction["arm"])
+        return committed
 
     async def _commit_outcome(self, state: Any, message: Any) -> bool:
         outcome = decode_outcome(message.value, max_bytes=self.config.worker.max_event_bytes)
@@ -399,6 +422,8 @@ class ScoringRuntime:
         )
         log.warning("%s: %s of v%d: %s", model, kind.value, target.version, decision.reason)
         await self.publish_record(record)
+        if self.metrics is not None:
+            self.metrics.decided(model, kind.value)
 
     async def _wait_until_ready(self) -> None:
         # Unbounded on purpose: until the registry is read, "no version" would be a guess.
@@ -446,10 +471,13 @@ def create_app(
     *,
     max_wait: float = DEFAULT_MAX_WAIT,
     group: str | None = None,
+    metrics: ScorerMetrics | None = None,
 ) -> WorkerApp:
     """The scoring worker's faust app: events and outcomes in, a registry follower thread.
 
     ``group`` (the consumer group) defaults to the trainer's group with ``-scorer`` appended.
+    With ``metrics``, the runtime and the follower count into them, and they watch the app's
+    consumer, the serving table and the join.
     """
     topics = config.topics
     group = group or f"{config.worker.group}-scorer"
@@ -463,7 +491,7 @@ def create_app(
     app = worker.app
     client = RegistryClient(topic=topics.registry, signing_key=key, settings=settings)
     table = ServingTable()
-    follower = RegistryFollower(client, table, config.models)
+    follower = RegistryFollower(client, table, config.models, metrics=metrics)
     # Timeouts, so that a Redis that hangs is an error to retry, not a stalled worker.
     redis_client = aioredis.Redis.from_url(
         settings.redis_url, socket_timeout=5, socket_connect_timeout=5
@@ -490,7 +518,12 @@ def create_app(
         on_decision=decided,
     )
     runtime = ScoringRuntime(
-        config, table=table, joiner=joiner, publish_record=publish_record, max_wait=max_wait
+        config,
+        table=table,
+        joiner=joiner,
+        publish_record=publish_record,
+        max_wait=max_wait,
+        metrics=metrics,
     )
     worker.consume(topics.unlabeled, runtime.handle)
     worker.consume(topics.outcomes, runtime.handle_outcome)
@@ -508,8 +541,24 @@ def create_app(
             await joiner.sweep()
 
     async def report() -> None:
-        for live in joiner.reports():
+        reports = joiner.reports()
+        if metrics is not None:
+            metrics.live(reports, await joiner.pending())
+        for live in reports:
             await worker.send(topics.metrics, live["model"].encode(), orjson.dumps(live))
+
+    def serving() -> Iterator[tuple[str, str, int]]:
+        for model in config.models:
+            stable, trial = table.get(model), table.trial(model)
+            if stable is not None:
+                yield model, "stable", stable.record.version
+            if trial is not None:
+                yield model, trial.record.kind.value, trial.record.version
+
+    if metrics is not None:
+        metrics.watch_consumer(app)
+        metrics.expect(config.models)
+        metrics.watch_serving(serving)
 
     async def revoked(tps: set[TP]) -> None:
         async with runtime.lock:

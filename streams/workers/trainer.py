@@ -45,6 +45,7 @@ from faust.types import TP, EventT
 
 from streams.config import DriftlineConfig
 from streams.contract import InvalidEvent, ReasonCode, decode_labeled
+from streams.metrics import TrainerMetrics
 from streams.registry.artifacts import Artifact, store
 from streams.registry.client import RegistrySubscription
 from streams.registry.records import (
@@ -96,6 +97,8 @@ class TrainingRuntime:
     load_artifact
         Fetches and checks the artifact a registry record names and unpickles it (raising when
         it cannot); None adopts versions without their artifacts.
+    metrics
+        Where the runtime counts for Prometheus; None counts nothing.
     """
 
     def __init__(
@@ -108,8 +111,10 @@ class TrainingRuntime:
         read_registry: Callable[[], Awaitable[list[ModelVersion]]],
         reset_candidates: Mapping[str, Collection[str]] | None = None,
         load_artifact: Callable[[ModelVersion], Awaitable[Any]] | None = None,
+        metrics: TrainerMetrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics
         self.load_artifact = load_artifact
         self.checkpoints = checkpoints
         self.outbox = outbox
@@ -124,7 +129,11 @@ class TrainingRuntime:
             checkpoint_interval=config.worker.checkpoint_interval,
             max_unacked=config.worker.max_unacked_events,
             redis_errors=REDIS_ERRORS,
+            on_replayed=None if metrics is None else lambda: metrics.skipped("replayed"),
+            on_checkpoint=None if metrics is None else metrics.checkpointed,
         )
+        if metrics is not None:
+            metrics.watch_outbox(lambda: outbox.waiting, lambda: self.ledger.since_checkpoint)
         #: Per model, what the registry says serves (stable and trial), as the follower read it.
         self.states: dict[str, ServingState] = {}
         #: Per model, the stable record (``states[model].stable``).
@@ -234,6 +243,7 @@ class TrainingRuntime:
             by,
             "with its artifact" if estimator is not None else "without its artifact",
         )
+        self._observe(trainer)
         return True
 
     async def _artifact(self, record: ModelVersion) -> Candidate | None:
@@ -282,6 +292,7 @@ class TrainingRuntime:
                 log.warning("%s: restored with configuration changes: %s", model, changes)
             # Re-derived from the registry after every claim, so it needs no checkpoint of its own.
             await self._obey(model, trainer)
+            self._observe(trainer)
             trainers[model] = trainer
             self.owners[model] = tp.partition
         return trainers
@@ -293,6 +304,8 @@ class TrainingRuntime:
             event = decode_labeled(message.value, max_bytes=self.config.worker.max_event_bytes)
             trainer = await self._trainer_for(state, tp, event.model, message.key)
             if event.join is not None and not _first_time(state, *event.join):
+                if self.metrics is not None:
+                    self.metrics.skipped("duplicate_join")
                 return False  # a scorer published this join again after a crash
             quarantined = len(trainer.quarantined)
             promotion = trainer.learn(
@@ -306,6 +319,8 @@ class TrainingRuntime:
             return False
         state.dirty.add(event.model)
         self.progress.handled()
+        if self.metrics is not None:
+            self.metrics.learned(event.model)
         if len(trainer.quarantined) > quarantined:
             log.error(
                 "%s: candidates quarantined at %s[%d]@%d (they stop learning and competing; "
@@ -320,6 +335,7 @@ class TrainingRuntime:
             await self._publish_metrics(trainer, offset)
         if promotion is None:
             return False
+        self._observe(trainer)
         await self.outbox.promote(promotion)
         return True
 
@@ -362,14 +378,19 @@ class TrainingRuntime:
 
     async def _dead_letter(self, message: Any, error: InvalidEvent) -> None:
         self.progress.dead_letter(error.code)
+        if self.metrics is not None:
+            self.metrics.dead_letter(error.code)
         key, value = dead_letter_of(message, error)
         await self.outbox.send(self.config.topics.dlq, key, value)
 
     async def _publish_metrics(self, trainer: ModelTrainer, offset: int) -> None:
         # For dashboards and the demo: not part of the exactly-once state, so a replay after a
         # crash may publish a report twice (same model, same event count).
+        summary = trainer.report()
+        if self.metrics is not None:
+            self.metrics.report(summary)
         report = {
-            **trainer.report(),
+            **summary,
             "offset": offset,
             "waiting_promotions": self.outbox.waiting,
             "events_since_checkpoint": self.ledger.since_checkpoint,
@@ -379,6 +400,12 @@ class TrainingRuntime:
             trainer.spec.name.encode(),
             orjson.dumps(report, option=orjson.OPT_NON_STR_KEYS),
         )
+
+    def _observe(self, trainer: ModelTrainer) -> None:
+        """Show Prometheus what serves now (a promotion, an adoption, a restore), without
+        waiting for the next report."""
+        if self.metrics is not None:
+            self.metrics.report(trainer.report())
 
 
 def _first_time(state: PartitionState, source: str, seq: int) -> bool:
@@ -394,8 +421,11 @@ def create_app(
     settings: Settings,
     *,
     reset_candidates: Collection[str] = frozenset(),
+    metrics: TrainerMetrics | None = None,
 ) -> WorkerApp:
     """The trainer worker's faust app: one topic in, one agent, a checkpoint timer.
+
+    With ``metrics``, the runtime counts into them and they watch the app's consumer.
 
     Raises :class:`~trainers.errors.ConfigError` for a ``reset_candidates`` entry that names no
     configured ``MODEL/NAME``.
@@ -440,12 +470,19 @@ def create_app(
             signing_key=signing_key,
             redis_prefix=redis_prefix,
             store_errors=REDIS_ERRORS,
+            on_published=None
+            if metrics is None
+            else lambda record: metrics.promoted(record.model, record.kind.value),
         ),
         consumer=worker,
         read_registry=registry_records,
         reset_candidates=reset,
         load_artifact=load_artifact,
+        metrics=metrics,
     )
+    if metrics is not None:
+        metrics.watch_consumer(app)
+        metrics.expect(config.models)
     worker.consume(topics.labeled, runtime.handle)
 
     worker.every(config.worker.checkpoint_interval, runtime.checkpoint)

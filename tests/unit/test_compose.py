@@ -11,6 +11,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER_SERVICES = ["trainer", "scorer", "producer"]
+MONITORING_SERVICES = ["prometheus", "grafana"]
+METRICS = ["--metrics-port", "9464", "--metrics-address", "0.0.0.0"]
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +32,10 @@ def env_of(service: dict[str, Any]) -> dict[str, str]:
     return {name: str(value) for name, value in environment.items()}
 
 
-def test_services_are_the_local_stack_plus_workers(services: dict[str, Any]) -> None:
-    assert set(services) == {"kafka", "redis", *WORKER_SERVICES}
+def test_services_are_the_local_stack_plus_workers_and_monitoring(
+    services: dict[str, Any],
+) -> None:
+    assert set(services) == {"kafka", "redis", *WORKER_SERVICES, *MONITORING_SERVICES}
 
 
 def test_kafka_is_a_single_kraft_node(services: dict[str, Any]) -> None:
@@ -124,8 +128,8 @@ def test_the_workers_refuse_to_start_without_a_signing_key(services: dict[str, A
 def test_worker_commands(services: dict[str, Any]) -> None:
     commands = {name: services[name]["command"] for name in WORKER_SERVICES}
     assert commands == {
-        "trainer": ["worker", "--config", "/app/examples/sea.toml"],
-        "scorer": ["score", "--config", "/app/examples/sea.toml"],
+        "trainer": ["worker", "--config", "/app/examples/sea.toml", *METRICS],
+        "scorer": ["score", "--config", "/app/examples/sea.toml", *METRICS],
         "producer": [
             *["produce", "--synthetic", "sea", "--events", "100000"],
             *["--drift-at", "50000", "--rate", "500"],
@@ -148,3 +152,61 @@ def test_worker_command_is_accepted_by_the_cli(
     command = services[name]["command"]
     result = driftline_cli(*command, "--help", cwd=REPO, timeout=60)
     assert result.returncode == 0, f"`driftline {' '.join(command)}`:\n{result.stderr}"
+
+
+@pytest.mark.parametrize(
+    ("name", "repository"), [("prometheus", "prom/prometheus"), ("grafana", "grafana/grafana")]
+)
+def test_monitoring_images_are_official_and_pinned(
+    services: dict[str, Any], name: str, repository: str
+) -> None:
+    image, _, tag = services[name]["image"].partition(":")
+    assert image == repository
+    assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name}: pin a release, not {tag!r}"
+
+
+@pytest.mark.parametrize("name", MONITORING_SERVICES)
+def test_monitoring_provisioning_is_mounted_read_only_from_the_repo(
+    services: dict[str, Any], name: str
+) -> None:
+    binds = [v for v in services[name]["volumes"] if v.startswith("./")]
+    assert binds, f"{name} mounts nothing from deploy/"
+    for bind in binds:
+        source, _, mode = bind.split(":")
+        assert mode == "ro", bind
+        assert (REPO / source).exists(), bind
+        assert source.startswith("./deploy/"), bind
+
+
+def test_prometheus_scrapes_the_trainer_and_scorer_on_their_metrics_port(
+    services: dict[str, Any],
+) -> None:
+    config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    targets = {
+        job["job_name"]: [t for group in job["static_configs"] for t in group["targets"]]
+        for job in config["scrape_configs"]
+    }
+    assert targets == {"driftline-trainer": ["trainer:9464"], "driftline-scorer": ["scorer:9464"]}
+    assert config["rule_files"] == ["/etc/prometheus/rules.yml"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in services["prometheus"]["volumes"]}
+    assert mounts["/etc/prometheus/rules.yml"] == "./deploy/prometheus/rules.yml"
+    assert mounts["/etc/prometheus/prometheus.yml"] == "./deploy/prometheus/prometheus.yml"
+
+
+def test_grafana_answers_on_localhost_3000_with_the_dashboard_preloaded(
+    services: dict[str, Any],
+) -> None:
+    grafana = services["grafana"]
+    assert grafana["ports"] == ["127.0.0.1:3000:3000"]
+    datasources = yaml.safe_load(
+        (REPO / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )["datasources"]
+    assert [(d["type"], d["url"]) for d in datasources] == [
+        ("prometheus", "http://prometheus:9090")
+    ]
+    providers = yaml.safe_load(
+        (REPO / "deploy/grafana/provisioning/dashboards/driftline.yml").read_text()
+    )["providers"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana["volumes"]}
+    assert mounts[providers[0]["options"]["path"]] == "./deploy/grafana/dashboards"
+    assert (REPO / "deploy/grafana/dashboards/driftline.json").is_file()

@@ -24,7 +24,7 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     trainer.create_app = object()
     monkeypatch.setitem(sys.modules, "streams.workers.trainer", trainer)
 
-    def run(args: Any, create_app: Any, **options: Any) -> int:
+    def run(args: Any, create_app: Any, metrics: Any, **options: Any) -> int:
         runs.append({"create_app": create_app, **options})
         return 0
 
