@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +55,14 @@ from streams.config import load_config
 from streams.sdk import replay
 from streams.sdk.producer import EventProducer
 from streams.settings import Settings, SettingsError, redacted_url
-from streams.stack import Endpoints, LocalStack, broker, redis_server
+from streams.stack import (
+    METRICS_SD_DIR_ENV,
+    PROMETHEUS_URL_ENV,
+    Endpoints,
+    LocalStack,
+    broker,
+    redis_server,
+)
 from streams.stack.process import log_tail
 from streams.topics import Topics
 
@@ -143,21 +152,41 @@ def _connect(console: Console) -> tuple[Endpoints, LocalStack | None]:
     url = os.environ.get("REDIS_URL")
     if bootstrap and url and _answers(url):
         console.print(f"using Kafka at {bootstrap} and Redis at {redacted_url(url)}")
-        return Endpoints(bootstrap, url), None
+        sd_dir = os.environ.get(METRICS_SD_DIR_ENV)
+        return Endpoints(
+            bootstrap,
+            url,
+            prometheus_url=os.environ.get(PROMETHEUS_URL_ENV),
+            metrics_sd_dir=Path(sd_dir) if sd_dir else None,
+        ), None
     stack = LocalStack()
+    # Prometheus too, where Debian's package is installed: the summary then links to it.
+    with_prometheus = shutil.which("prometheus") is not None
     report = stack.status()
     if report and all(service["answers"] for service in report.values()):
         console.print(f"reusing the local stack running from {stack.state_dir}")
-        return stack.up(), None
+        return stack.up(with_prometheus=with_prometheus), None
     console.print(
         f"no Kafka/Redis reachable: starting the local stack (state in {stack.state_dir}; "
         "stopped at the end unless --keep-stack)"
     )
-    endpoints = stack.up()
+    endpoints = stack.up(with_prometheus=with_prometheus)
     console.print(
         f"local stack up: Kafka at {endpoints.kafka_bootstrap}, Redis at {endpoints.redis_url}"
     )
     return endpoints, stack
+
+
+def _prometheus_query(prometheus_url: str) -> str:
+    """A link to the events learned per model in Prometheus's expression browser.
+
+    >>> _prometheus_query("http://127.0.0.1:9090/")[:60]
+    'http://127.0.0.1:9090/graph?g0.expr=rate%28driftline_events_'
+    """
+    expression = "rate(driftline_events_learned_total[30s])"
+    return f"{prometheus_url.rstrip('/')}/graph?" + urllib.parse.urlencode(
+        {"g0.expr": expression, "g0.tab": "0", "g0.range_input": "5m"}
+    )
 
 
 def _environment(endpoints: Endpoints, run_id: str, console: Console) -> dict[str, str]:
@@ -174,6 +203,9 @@ def _environment(endpoints: Endpoints, run_id: str, console: Console) -> dict[st
             "DRIFTLINE__worker__group": f"{run_id}-trainer",
         }
     )
+    if endpoints.prometheus_url and endpoints.metrics_sd_dir:
+        env[PROMETHEUS_URL_ENV] = endpoints.prometheus_url
+        env[METRICS_SD_DIR_ENV] = str(endpoints.metrics_sd_dir)
     try:
         Settings.from_env(env).signing_key()
     except SettingsError:
@@ -411,7 +443,12 @@ def run(options: DemoOptions, *, console: Console | None = None) -> int:
                 path=report_dir / PLOT_NAME,
             )
         markdown = report_dir / SUMMARY_NAME
-        markdown.write_text(summary_markdown(summary, plot_name=plot.name))
+        text = summary_markdown(summary, plot_name=plot.name)
+        if endpoints.prometheus_url:
+            query = _prometheus_query(endpoints.prometheus_url)
+            text += f"\nPrometheus: [events learned per model]({query})\n"
+            out.print(f"prometheus: {query}")
+        markdown.write_text(text)
         out.print(f"report: {markdown}\nplot:   {plot}")
         return 0 if not missing else 1
     except KeyboardInterrupt:
