@@ -164,12 +164,12 @@ class WorkerApp:
         self.app.on_before_shutdown.connect(on_before_shutdown)  # type: ignore[arg-type]
 
     def pause(self, tps: Iterable[TP]) -> None:
-        """Stop fetching from ``tps`` (what is already buffered is still delivered)."""
-        self.app.consumer.pause_partitions(_faust_tps(tps))
+        """Stop fetching from ``tps`` for good (a partition waiting for an operator).
 
-    def resume(self, tps: Iterable[TP]) -> None:
-        """Fetch from ``tps`` again."""
-        self.app.consumer.resume_partitions(_faust_tps(tps))
+        faust drops the records of a fetched batch it has not handed out yet: only for a
+        partition nothing more will be learned from before a restart.
+        """
+        self.app.consumer.pause_partitions(_faust_tps(tps))
 
     def give_up(self, tp: TP) -> None:
         """Ask the group to rebalance, so that ``tp`` goes to whoever the group assigns it now.

@@ -42,8 +42,9 @@ The outbox keeps the other two (I3, I5). Around the steps:
   stale: it forgets the partition and gives it up, so the group reassigns it at once instead of
   letting it stall until the next rebalance;
 - **backoff**: a Redis error is retried after 0.5 s, doubling to 30 s;
-- **backpressure**: past ``max_unacked`` events not yet acknowledged (Redis away), consumption
-  pauses until a checkpoint succeeds, so a long outage does not grow memory without bound.
+- **backpressure**: past ``max_unacked`` events not yet acknowledged (Redis away), the agent
+  waits for a checkpoint to succeed before it takes another event, so a long outage does not
+  grow memory without bound (faust's flow control stops fetching once its buffer is full).
 
 References
 ----------
@@ -112,8 +113,6 @@ class ConsumerControl(Protocol):
 
     def pause(self, tps: Iterable[Any]) -> None: ...
 
-    def resume(self, tps: Iterable[Any]) -> None: ...
-
     def give_up(self, tp: Any) -> None:
         """Let the group reassign ``tp`` (this worker lost it to a fence)."""
 
@@ -149,7 +148,7 @@ class PartitionLedger:
     restore
         Rebuilds the models of a claimed partition from its snapshots.
     consumer
-        Pauses, resumes and gives up partitions.
+        Pauses and gives up partitions.
     checkpoint_every, checkpoint_interval
         A checkpoint is due after this many events or seconds, whichever comes first.
     max_unacked
@@ -366,11 +365,15 @@ class PartitionLedger:
         self.lost.difference_update(tps)
 
     async def make_room(self) -> None:
-        """Backpressure: while too many events wait for a checkpoint, pause and retry it."""
+        """Backpressure: while too many events wait for a checkpoint, hold the agent and retry it.
+
+        The agent takes no event meanwhile, so faust's stream buffer fills and faust stops
+        fetching (its own flow control). Not faust's ``pause_partitions``: it drops the records
+        of a fetched batch that it has not handed out yet, and a cursor that later passes them
+        would lose them for good.
+        """
         if self.unacked < self.max_unacked:
             return
-        paused = [tp for tp, state in self.partitions.items() if state.pending]
-        self.consumer.pause(paused)
         log.warning(
             "%d events wait for a checkpoint (limit %d): consumption paused until Redis is back",
             self.unacked,
@@ -379,7 +382,6 @@ class PartitionLedger:
         while self.unacked >= self.max_unacked:
             await self.sleep(max(self._retry_at - self.clock(), RETRY_FIRST_SECONDS))
             await self.checkpoint()
-        self.consumer.resume(paused)
         log.info("checkpoint saved: consumption resumed")
 
     def backoff(self) -> float:

@@ -88,7 +88,7 @@ class TrainingRuntime:
     outbox
         Where dead letters and promotions go.
     consumer
-        Pauses, resumes and gives up partitions.
+        Pauses and gives up partitions.
     read_registry
         Reads every signed record of the registry topic, in log order.
     reset_candidates
