@@ -487,18 +487,7 @@ def plot_rolling_accuracy(
         until = promotion_event(following) if following else last_event
         axes.axvspan(at, max(at, until), color=color, alpha=0.07, linewidth=0)
         axes.axvline(at, color=color, linestyle=":", linewidth=1.4)
-        axes.annotate(
-            f"v{record.version} {name}",
-            xy=(at, 0.0),
-            xycoords=("data", "axes fraction"),
-            xytext=(3, 4),
-            textcoords="offset points",
-            rotation=90,
-            va="bottom",
-            ha="left",
-            fontsize=9,
-            color=color,
-        )
+        _label_version(axes, at, f"v{record.version} {name}", color=color, fontsize=9)
     model = metrics[-1]["model"] if metrics else ""
     axes.set_title(f"{model}: rolling accuracy of each candidate (prequential)")
     axes.set_xlabel("event index")
@@ -546,18 +535,8 @@ def plot_live_accuracy(
             axes.axvline(at - origin, color=_record_color(record), linestyle=":", linewidth=1.2)
         axes.grid(alpha=0.3)
     for record, at in zip(observation.versions, observation.published_at, strict=True):
-        live_axes.annotate(
-            f"v{record.version} {record.kind}",
-            xy=(at - origin, 0.0),
-            xycoords=("data", "axes fraction"),
-            xytext=(3, 4),
-            textcoords="offset points",
-            rotation=90,
-            va="bottom",
-            ha="left",
-            fontsize=8,
-            color=_record_color(record),
-        )
+        label = f"v{record.version} {record.kind}"
+        _label_version(live_axes, at - origin, label, color=_record_color(record), fontsize=8)
     model = observation.metrics[-1]["model"] if observation.metrics else ""
     trainer_axes.set_title(f"{model}: the trainer's rolling accuracy per candidate (prequential)")
     trainer_axes.set_ylabel("rolling accuracy")
@@ -629,3 +608,19 @@ def _save(figure: Any, path: Path) -> Path:
     figure.savefig(path)
     _pyplot().close(figure)
     return path
+
+
+def _label_version(axes: Any, at: float, text: str, *, color: Any, fontsize: int) -> None:
+    """Write ``text`` up the foot of the vertical line at ``at`` that marks a version."""
+    axes.annotate(
+        text,
+        xy=(at, 0.0),
+        xycoords=("data", "axes fraction"),
+        xytext=(3, 4),
+        textcoords="offset points",
+        rotation=90,
+        va="bottom",
+        ha="left",
+        fontsize=fontsize,
+        color=color,
+    )
