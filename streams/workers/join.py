@@ -260,7 +260,7 @@ class Joiner:
             if waiting is not None and not done:
                 outcome = orjson.loads(waiting)
                 joins = self._joins(served.predictions, outcome["label"])
-                publish.append(self._labeled(state, partition, event, outcome["label"]))
+                publish.append(self._labeled(partition, event, outcome["label"]))
                 commands += self._forget(partition, "out", event.model, event.event_id, spec)
             elif not done:
                 pending = {
@@ -292,7 +292,7 @@ class Joiner:
             event = UnlabeledEvent(
                 outcome.event_id, outcome.model, pending["ts"], pending["features"]
             )
-            publish.append(self._labeled(state, partition, event, outcome.label))
+            publish.append(self._labeled(partition, event, outcome.label))
             commands += self._forget(partition, "pred", outcome.model, outcome.event_id, spec)
         else:
             waiting = {
@@ -337,9 +337,7 @@ class Joiner:
     def _joins(self, predictions: list[dict[str, Any]], label: Any) -> list[dict[str, Any]]:
         return [{**prediction, "label": label} for prediction in predictions]
 
-    def _labeled(
-        self, state: _Partition, partition: int, event: UnlabeledEvent, label: Any
-    ) -> tuple[str, str, bytes]:
+    def _labeled(self, partition: int, event: UnlabeledEvent, label: Any) -> tuple[str, str, bytes]:
         value = {
             "event_id": event.event_id,
             "model": event.model,
