@@ -140,6 +140,10 @@ class Joiner:
         Namespace of the Redis keys: driftline's prefix and the scorer's consumer group.
     on_decision
         Told of each rollout, rollback or alert the live boards decide.
+    backlog
+        Whether a partition's input topics hold messages not handled yet: nothing expires while
+        they do, so that a scorer catching up after an outage joins what its backlog still
+        holds instead of expiring it.
     clock
         Wall-clock seconds (the horizon runs in real time).
     """
@@ -155,6 +159,7 @@ class Joiner:
         prefix: str,
         group: str,
         on_decision: Callable[[str, GuardDecision], Awaitable[None]],
+        backlog: Callable[[int, dict[str, int]], bool] = lambda partition, cursors: False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
@@ -165,6 +170,7 @@ class Joiner:
         self.prefix = f"{prefix}join:{group}"
         self.group = group
         self.on_decision = on_decision
+        self.backlog = backlog
         self.clock = clock
         self.partitions: dict[int, _Partition] = {}
         self.lost: set[int] = set()
@@ -520,6 +526,8 @@ class Joiner:
         """Expire what waited past its model's horizon: count predictions, dead-letter outcomes."""
         now_ms = int(self.clock() * 1000)
         for partition, state in list(self.partitions.items()):
+            if self.backlog(partition, state.cursors):
+                continue
             expiry = self._key(partition, "expiry")
             members = await self.client.zrangebyscore(
                 expiry, "-inf", now_ms, start=0, num=SWEEP_BATCH

@@ -447,6 +447,15 @@ class ScoringRuntime:
         return serving
 
 
+def _backlog(app: Any, partition: int, cursors: dict[str, int]) -> bool:
+    """Whether the consumer knows of messages past ``cursors`` (per topic) in ``partition``."""
+    for topic, cursor in cursors.items():
+        end = app.consumer.highwater(TP(topic, partition))
+        if end is not None and cursor + 1 < end:
+            return True
+    return False
+
+
 def _fraction(record: ModelVersion) -> float:
     return float((record.rollout or {}).get("fraction", 0.0))
 
@@ -516,6 +525,7 @@ def create_app(
         prefix=settings.redis_prefix,
         group=group,
         on_decision=decided,
+        backlog=lambda partition, cursors: _backlog(app, partition, cursors),
     )
     runtime = ScoringRuntime(
         config,
