@@ -285,7 +285,7 @@ class ScoringRuntime:
 
         True when the message was committed and acknowledged now."""
         message = event.message
-        await self._wait_until_ready()
+        await self.wait_until_ready()
         async with self.lock:
             state = await self.joiner.owned(message.tp.partition)
             if state is None:
@@ -425,8 +425,9 @@ class ScoringRuntime:
         if self.metrics is not None:
             self.metrics.decided(model, kind.value)
 
-    async def _wait_until_ready(self) -> None:
-        # Unbounded on purpose: until the registry is read, "no version" would be a guess.
+    async def wait_until_ready(self) -> None:
+        """Until the registry is read as it was at start: unbounded on purpose, since "no
+        version" before that would be a guess."""
         waited = 0.0
         while not self.table.ready.is_set():
             await asyncio.sleep(_WAIT_POLL_SECONDS)
@@ -570,13 +571,29 @@ def create_app(
         metrics.expect(config.models)
         metrics.watch_serving(serving)
 
+    claims: set[asyncio.Future[None]] = set()
+
     async def revoked(tps: set[TP]) -> None:
         async with runtime.lock:
             await joiner.checkpoint()
             joiner.release({tp.partition for tp in tps})
 
+    async def claim(partitions: set[int]) -> None:
+        await runtime.wait_until_ready()
+        async with runtime.lock:
+            for partition in sorted(partitions):
+                try:
+                    await joiner.owned(partition)
+                except Exception as error:  # Redis away: the partition's next message claims it
+                    log.warning("joins of partition %d not claimed yet: %s", partition, error)
+
     def assigned(tps: set[TP]) -> None:
-        joiner.assigned({tp.partition for tp in tps})
+        partitions = {tp.partition for tp in tps if tp.topic == topics.unlabeled}
+        joiner.assigned(partitions)
+        # Claimed now, not at their next message: an idle partition still publishes what its
+        # outbox holds and reports its live metrics.
+        claims.add(asyncio.ensure_future(claim(partitions)))
+        claims.difference_update({task for task in claims if task.done()})
 
     worker.on_rebalance(revoked=revoked, assigned=assigned)
     worker.every(config.worker.checkpoint_interval, checkpoint)
