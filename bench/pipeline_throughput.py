@@ -27,7 +27,9 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import redis
 from kafka import KafkaProducer
@@ -75,26 +77,40 @@ def _scrape(port: int) -> None:
 
 
 def worker_rate(
-    events: list[dict], bootstrap: str, redis_url: str, *, metrics: bool
+    events: list[dict],
+    bootstrap: str,
+    redis_url: str,
+    *,
+    metrics: bool,
+    security: Mapping[str, str] | None = None,
+    producer_kafka: Mapping[str, Any] | None = None,
+    prepare: Callable[[Topics, str], None] | None = None,
 ) -> tuple[float, float, str]:
-    """Events/s of a trainer worker (with its metrics scraped every second, or without any)."""
+    """Events/s of a trainer worker (with its metrics scraped every second, or without any).
+
+    On a secured cluster, ``security`` holds the worker's ``KAFKA_*`` variables,
+    ``producer_kafka`` the kafka-python settings that may write the events, and ``prepare``
+    creates the run's topics and ACLs for its consumer group (see ``bench/secure_overhead.py``).
+    """
     run = uuid.uuid4().hex[:8]
     env = {
         **os.environ,
+        **(security or {}),
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "REDIS_URL": redis_url,
         "DRIFTLINE_SIGNING_KEY": "bench",
         "DRIFTLINE_TOPIC_PREFIX": f"bench-{run}.",
-        "DRIFTLINE_REDIS_PREFIX": f"bench-{run}:",
+        "DRIFTLINE_REDIS_PREFIX": f"driftline:bench-{run}:",
         "DRIFTLINE__worker__group": f"bench-{run}",
     }
     topics = Topics.from_prefix(env["DRIFTLINE_TOPIC_PREFIX"])
     from streams.admin import ensure_topics
 
-    ensure_topics(topics, {"bootstrap_servers": bootstrap}, partitions=1)
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=256 * 1024
-    )
+    if prepare is not None:
+        prepare(topics, env["DRIFTLINE__worker__group"])
+    kafka = dict(producer_kafka or {"bootstrap_servers": bootstrap})
+    ensure_topics(topics, kafka, partitions=1)
+    producer = KafkaProducer(acks="all", linger_ms=20, batch_size=256 * 1024, **kafka)
     for event in events:
         producer.send(topics.labeled, key=b"bench", value=encode_event(event))
     producer.flush()

@@ -13,6 +13,7 @@ the worker's own settings under ``worker``::
     max_unacked_events = 50000    # events held for a checkpoint (Redis away) before pausing
     progress_interval = 30.0      # seconds between two progress lines in the log
     metrics_interval = 5.0        # seconds between two live-metrics reports of a scorer
+    event_retention = "forever"   # retention of the labeled and outcomes topics it creates
 
     [models.sea]
     task = "classification"
@@ -46,10 +47,11 @@ from typing import Any
 
 import yaml
 
+from streams.admin import FOREVER
 from streams.settings import SettingsError
 from streams.topics import Topics
 from trainers.errors import ConfigError
-from trainers.spec import ModelSpec
+from trainers.spec import ModelSpec, parse_duration
 
 __all__ = [
     "ENV_OVERRIDE_PREFIX",
@@ -88,6 +90,21 @@ class WorkerSettings:
     max_unacked_events: int = 50_000
     progress_interval: float = 30.0
     metrics_interval: float = 5.0
+    event_retention: str = "forever"
+
+    def __post_init__(self) -> None:
+        self.event_retention_ms  # noqa: B018 - refuses a bad duration when the file is read
+
+    @property
+    def event_retention_ms(self) -> int:
+        """``event_retention`` in milliseconds: -1 for ``"forever"``, else a duration (``"90d"``)
+        after which the labeled events and outcomes of topics created from now on expire."""
+        if self.event_retention == "forever":
+            return FOREVER
+        try:
+            return int(parse_duration(self.event_retention) * 1000)
+        except ConfigError as error:
+            raise ConfigFileError(f"[worker] event_retention: 'forever', or {error}") from None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,18 @@ the same without ``label``.
 Unknown top-level fields are allowed and ignored, so producers can attach metadata and
 the contract can grow without breaking older consumers.
 
+A labeled-event record may instead carry a **batch**: a JSON array of such objects, all of the
+record key's model (``[{...}, {...}]``), at most :data:`POSITION_STRIDE` of them. The producer
+SDK sends batches, so that a worker pays its per-record costs (faust's delivery, the ledger)
+once per batch; a single object stays valid (kcat, other producers).
+:func:`decode_labeled_record` decodes either form into :class:`RecordEntry` items, one per
+event, each holding its event or why it is refused: a bad event inside a batch is dead-lettered
+alone, with its index in the batch, and its neighbours are learned.
+
+An event's **position**, the lineage coordinate a trainer records, is
+``offset * POSITION_STRIDE + index`` (:func:`event_position`; a single-event record is index 0),
+so positions increase within a partition; :func:`record_coordinate` inverts it.
+
 Every rejection raises :class:`InvalidEvent`, whose ``code`` is one of
 :class:`ReasonCode` and whose ``reason`` names the offending field. Rejected records go
 to the dead-letter topic as :func:`dead_letter_record` values, which keep the original
@@ -43,26 +55,34 @@ import orjson
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "POSITION_STRIDE",
     "Event",
     "FeatureValue",
     "InvalidEvent",
     "LabeledEvent",
     "Outcome",
     "ReasonCode",
+    "RecordEntry",
     "UnlabeledEvent",
     "dead_letter_record",
     "decode_dead_letter",
     "decode_labeled",
+    "decode_labeled_record",
     "decode_outcome",
     "decode_unlabeled",
+    "encode_batch",
     "encode_event",
     "encode_outcome",
+    "event_position",
+    "record_coordinate",
     "validate_labeled",
     "validate_outcome",
     "validate_unlabeled",
 ]
 
 DEFAULT_MAX_BYTES = 1_000_000
+POSITION_STRIDE = 1_000_000
+"""Positions per record: a batch holds at most this many events (see :func:`event_position`)."""
 
 FeatureValue = float | int | str | bool | None
 
@@ -197,6 +217,102 @@ def decode_labeled(raw: bytes | None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
     return validate_labeled(_parse_object(raw, max_bytes))
 
 
+@dataclass(frozen=True, slots=True)
+class RecordEntry:
+    """One event of a labeled-event record: the event, or why it is refused."""
+
+    index: int | None
+    """Its index in a batch record; None for a single-event record."""
+    decoded: LabeledEvent | InvalidEvent
+    json: Any = None
+    """For an event of a batch, its parsed JSON (what :meth:`original` re-encodes)."""
+
+    def original(self, value: bytes | None) -> bytes | None:
+        """The event's own bytes, for its dead letter, given its record's ``value``: the value
+        itself for a single-event record, the event's JSON re-encoded for one in a batch."""
+        return value if self.index is None else orjson.dumps(self.json)
+
+
+def decode_labeled_record(
+    raw: bytes | None, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> list[RecordEntry]:
+    """Decode a labeled-event record, a single event or a batch, into one entry per event.
+
+    Raises :class:`InvalidEvent` when the record as a whole is refused (no value, oversize,
+    not JSON, neither an object nor an array, an empty array or one longer than
+    :data:`POSITION_STRIDE`); an event that is itself invalid is an entry with its ``error``.
+
+    Examples
+    --------
+    >>> event = b'{"event_id": "e-1", "model": "m", "ts": 1, "features": {}, "label": 1}'
+    >>> [entry.index for entry in decode_labeled_record(event)]
+    [None]
+    >>> batch = decode_labeled_record(b"[" + event + b', {"model": "m"}]')
+    >>> [(entry.index, type(entry.decoded).__name__) for entry in batch]
+    [(0, 'LabeledEvent'), (1, 'InvalidEvent')]
+    >>> batch[1].original(None)
+    b'{"model":"m"}'
+    """
+    parsed = _parse_json(raw, max_bytes)
+    if type(parsed) is dict:
+        try:
+            return [RecordEntry(None, validate_labeled(parsed))]
+        except InvalidEvent as error:
+            return [RecordEntry(None, error)]
+    if type(parsed) is not list:
+        raise InvalidEvent(
+            ReasonCode.NOT_OBJECT,
+            f"payload is a JSON {_type_name(parsed)}, not an event object or an array of them",
+        )
+    if not parsed:
+        raise InvalidEvent(ReasonCode.EMPTY_FIELD, "the batch (a JSON array) holds no event")
+    if len(parsed) > POSITION_STRIDE:
+        raise InvalidEvent(
+            ReasonCode.OVERSIZE, f"the batch holds {len(parsed)} events, limit {POSITION_STRIDE}"
+        )
+    return [_batch_entry(index, obj) for index, obj in enumerate(parsed)]
+
+
+def _batch_entry(index: int, obj: Any) -> RecordEntry:
+    try:
+        if type(obj) is not dict:
+            raise InvalidEvent(
+                ReasonCode.NOT_OBJECT, f"batch item {index} is a JSON {_type_name(obj)}"
+            )
+        return RecordEntry(index, validate_labeled(obj), json=obj)
+    except InvalidEvent as error:
+        return RecordEntry(index, error, json=obj)
+
+
+def event_position(offset: int, index: int | None) -> int:
+    """The position of the event at ``index`` of the record at ``offset`` (None: a single event).
+
+    Examples
+    --------
+    >>> event_position(7, None), event_position(7, 3)
+    (7000000, 7000003)
+    >>> record_coordinate(7000003)
+    (7, 3)
+    """
+    return offset * POSITION_STRIDE + (index or 0)
+
+
+def record_coordinate(position: int) -> tuple[int, int]:
+    """The (record offset, index in the record) of an event's :func:`event_position`."""
+    return divmod(position, POSITION_STRIDE)
+
+
+def encode_batch(events: list[bytes]) -> bytes:
+    """The value of a batch record holding ``events``, each the wire bytes of one event.
+
+    Examples
+    --------
+    >>> encode_batch([b'{"a":1}', b'{"a":2}'])
+    b'[{"a":1},{"a":2}]'
+    """
+    return b"[" + b",".join(events) + b"]"
+
+
 def decode_unlabeled(raw: bytes | None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> UnlabeledEvent:
     """Decode and validate an unlabeled-event record value; raise :class:`InvalidEvent`."""
     return validate_unlabeled(_parse_object(raw, max_bytes))
@@ -281,11 +397,15 @@ def dead_letter_record(
     partition: int,
     offset: int,
     key: bytes | None,
+    index: int | None = None,
 ) -> tuple[bytes, bytes]:
     """Build the ``(key, value)`` of a dead-letter record for a rejected source record.
 
     The key is the source coordinate ``topic/partition/offset``: unique per source
     record, so replaying a partition dead-letters the same record under the same key.
+    An event refused inside a batch record is dead-lettered alone: its ``index`` in the batch
+    ends the key (``topic/partition/offset/index``) and joins the value's ``source``, and
+    ``raw`` is that event's bytes (:meth:`RecordEntry.original`).
     A plain-string ``reason`` gets the code :attr:`ReasonCode.REJECTED`. The source key is kept as
     text for reading (non-UTF-8 bytes are backslash-escaped); the value bytes are kept
     exactly and come back from :func:`decode_dead_letter`.
@@ -302,7 +422,11 @@ def dead_letter_record(
         "original_b64": None if raw is None else base64.b64encode(raw).decode("ascii"),
         "original_size": 0 if raw is None else len(raw),
     }
-    return f"{topic}/{partition}/{offset}".encode(), orjson.dumps(value)
+    coordinate = f"{topic}/{partition}/{offset}"
+    if index is not None:
+        value["source"] = {"topic": topic, "partition": partition, "offset": offset, "index": index}
+        coordinate = f"{coordinate}/{index}"
+    return coordinate.encode(), orjson.dumps(value)
 
 
 def decode_dead_letter(value: bytes) -> dict[str, Any]:
@@ -333,6 +457,15 @@ def decode_dead_letter(value: bytes) -> dict[str, Any]:
 
 
 def _parse_object(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
+    obj = _parse_json(raw, max_bytes)
+    if type(obj) is not dict:
+        raise InvalidEvent(
+            ReasonCode.NOT_OBJECT, f"payload is a JSON {_type_name(obj)}, not an object"
+        )
+    return obj
+
+
+def _parse_json(raw: bytes | None, max_bytes: int) -> Any:
     if raw is None:
         raise InvalidEvent(ReasonCode.NOT_JSON, "record has no value (tombstone)")
     # Checked before parsing so that a huge payload costs nothing but its length.
@@ -341,14 +474,9 @@ def _parse_object(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
             ReasonCode.OVERSIZE, f"payload is {len(raw)} bytes, limit is {max_bytes}"
         )
     try:
-        obj = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise _parse_error(exc) from None
-    if type(obj) is not dict:
-        raise InvalidEvent(
-            ReasonCode.NOT_OBJECT, f"payload is a JSON {_type_name(obj)}, not an object"
-        )
-    return obj
 
 
 def _parse_error(exc: orjson.JSONDecodeError) -> InvalidEvent:

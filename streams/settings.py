@@ -47,6 +47,7 @@ __all__ = [
     "SIGNING_KEY_FILE_ENV",
     "Settings",
     "SettingsError",
+    "authenticated_principal",
     "faust_broker_options",
     "kafka_ssl_context",
     "redacted_url",
@@ -262,6 +263,54 @@ def kafka_ssl_context(kafka: Mapping[str, Any]) -> ssl.SSLContext:
         # The error names the file, never the password: safe to show.
         raise SettingsError(f"cannot set up TLS to Kafka from KAFKA_SSL_*: {error}") from error
     return context
+
+
+def authenticated_principal(kafka: Mapping[str, Any]) -> str | None:
+    """The name the broker authenticates a client with ``kafka`` settings as, or None when it
+    does not authenticate it (``PLAINTEXT``, or TLS without a client certificate).
+
+    It is the SASL user name (``PLAIN``, ``SCRAM-*``), or, for ``SSL`` with a client
+    certificate, the certificate's subject as Kafka's default principal builder writes it
+    (RFC 2253: ``CN=alice,O=example``). The broker refuses a connection whose login fails, so a
+    name returned here is one it vouched for once the connection works. Kerberos (``GSSAPI``)
+    principals come from the ticket, not the settings: None.
+
+    >>> authenticated_principal({"security_protocol": "SASL_SSL", "sasl_plain_username": "ops"})
+    'ops'
+    >>> authenticated_principal({"bootstrap_servers": "localhost:9092"}) is None
+    True
+    """
+    protocol = str(kafka.get("security_protocol") or "PLAINTEXT").upper()
+    if protocol.startswith("SASL_"):
+        if str(kafka.get("sasl_mechanism") or "").upper() == "GSSAPI":
+            return None
+        return kafka.get("sasl_plain_username") or None
+    if protocol == "SSL" and kafka.get("ssl_certfile"):
+        return _certificate_subject(str(kafka["ssl_certfile"]))
+    return None
+
+
+def _certificate_subject(path: str) -> str:
+    # The standard library parses certificates only through this helper (what ssl's own tests
+    # use); it reads the first certificate of a PEM file.
+    decoded = ssl._ssl._test_decode_cert(path)  # type: ignore[attr-defined]
+    # Kafka writes the subject's relative names last to first, as X500Principal.getName() does.
+    names = [
+        f"{_RFC2253_NAMES.get(key, key)}={value}"
+        for rdn in decoded["subject"]
+        for key, value in rdn
+    ]
+    return ",".join(reversed(names))
+
+
+_RFC2253_NAMES = {
+    "commonName": "CN",
+    "organizationName": "O",
+    "organizationalUnitName": "OU",
+    "countryName": "C",
+    "stateOrProvinceName": "ST",
+    "localityName": "L",
+}
 
 
 def redacted_url(url: str) -> str:

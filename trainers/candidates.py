@@ -16,6 +16,15 @@ A *candidate* is one online model competing to become a model's champion. Two ba
   mini-batch whose `partial_fit` raises is discarded with the error, so that it cannot fail
   again with every later event (the trainer quarantines the candidate, see `trainers.trainer`).
 
+* `SklearnWindowCandidate` wraps a scikit-learn estimator that has `fit` (a batch learner,
+  e.g. ``HistGradientBoostingClassifier``): it keeps the last `window_events` events and refits
+  a fresh clone on them every `refit_every` events (and on a drift action), through an immutable
+  `RefitJob` whose result is installed exactly `refit_lag` events after the job was cut, so that
+  a worker can fit it in a thread pool without the model depending on how fast that was. Its
+  features are hashed as above, densified for the fit (absent features are 0); estimators that
+  take a ``random_state`` get ``random_state=0`` unless the specification sets one, so that
+  every refit is reproducible. Its allowlist is `SKLEARN_WINDOW_ESTIMATORS`.
+
 The scikit-learn allowlist holds the estimators that learn from these hashed vectors, which are
 sparse and whose columns are absent when an event lacks the feature:
 
@@ -41,6 +50,9 @@ candidate. Class names are looked up in whitelists, never evaluated:
 * ``{"name": "sgd", "sklearn": "SGDClassifier", "params": {"loss": "log_loss"},
   "batch_size": 100, "n_features": 256, "classes": [false, true]}``: `classes` is required for
   classifiers, because `partial_fit` must know every class up front.
+* ``{"name": "hgb", "sklearn_window": "HistGradientBoostingClassifier",
+  "params": {"max_iter": 50}, "window_events": 2000, "refit_every": 1000, "refit_lag": 200}``:
+  defaults ``window_events`` 1000, ``refit_every`` 500, ``refit_lag`` 0, ``n_features`` 256.
 
 Examples
 --------
@@ -80,6 +92,8 @@ References
     of Machine Learning Research, 22(110), pp. 1-8.
 [^2]: scikit-learn user guide, "Strategies to scale computationally: incremental learning"
     (estimators with `partial_fit`).
+[^3]: Gama, J., Žliobaitė, I., Bifet, A., Pechenizkiy, M. and Bouchachia, A., 2014. A survey
+    on concept drift adaptation. ACM Computing Surveys, 46(4), 44 (sliding-window retraining).
 
 """
 
@@ -91,23 +105,30 @@ import functools
 import importlib
 import inspect
 import math
-from collections.abc import Hashable, Mapping
+from collections import deque
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeGuard
 
 import numpy as np
 from river import base as river_base
 from river import compose, optim
+from sklearn import base as sklearn_base
 from sklearn.feature_extraction import FeatureHasher
+from threadpoolctl import ThreadpoolController
 
 from trainers.errors import ConfigError, LabelError
 
 __all__ = [
     "RIVER_MODULES",
     "SKLEARN_ESTIMATORS",
+    "SKLEARN_WINDOW_ESTIMATORS",
     "TASKS",
     "Candidate",
+    "RefitJob",
     "RiverCandidate",
     "SklearnCandidate",
+    "SklearnWindowCandidate",
     "build_candidate",
 ]
 
@@ -134,6 +155,21 @@ SKLEARN_ESTIMATORS: Mapping[str, tuple[str, str]] = {
     "BernoulliNB": ("sklearn.naive_bayes", "classification"),
     "SGDRegressor": ("sklearn.linear_model", "regression"),
     "PassiveAggressiveRegressor": ("sklearn.linear_model", "regression"),
+}
+
+#: scikit-learn estimators refitted with `fit` on a window of dense hashed vectors
+#: (`SklearnWindowCandidate`), by name: (module, task).
+SKLEARN_WINDOW_ESTIMATORS: Mapping[str, tuple[str, str]] = {
+    "LogisticRegression": ("sklearn.linear_model", "classification"),
+    "HistGradientBoostingClassifier": ("sklearn.ensemble", "classification"),
+    "RandomForestClassifier": ("sklearn.ensemble", "classification"),
+    "ExtraTreesClassifier": ("sklearn.ensemble", "classification"),
+    "DecisionTreeClassifier": ("sklearn.tree", "classification"),
+    "Ridge": ("sklearn.linear_model", "regression"),
+    "HistGradientBoostingRegressor": ("sklearn.ensemble", "regression"),
+    "RandomForestRegressor": ("sklearn.ensemble", "regression"),
+    "ExtraTreesRegressor": ("sklearn.ensemble", "regression"),
+    "DecisionTreeRegressor": ("sklearn.tree", "regression"),
 }
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
@@ -269,15 +305,13 @@ class SklearnCandidate(Candidate):
         self.batch_size = batch_size
         self.classes = classes
         self.n_fitted = 0
-        self._hasher = FeatureHasher(n_features=n_features, alternate_sign=False)
+        self._hasher = _feature_hasher(n_features)
         self._class_set = frozenset(classes) if classes is not None else None
         self._pending_x: list[dict] = []
         self._pending_y: list[Any] = []
 
     def _vectorise(self, rows: list[dict]) -> Any:
-        return self._hasher.transform(
-            {str(k): v for k, v in row.items() if v is not None} for row in rows
-        )
+        return _hashed(self._hasher, rows)
 
     def predict_one(self, x: dict) -> Any:
         if self.n_fitted == 0:
@@ -320,12 +354,256 @@ class SklearnCandidate(Candidate):
         self.n_fitted += len(labels)
 
 
+def _feature_hasher(n_features: int) -> FeatureHasher:
+    # alternate_sign=False: non-negative features stay non-negative (naive Bayes needs it).
+    return FeatureHasher(n_features=n_features, alternate_sign=False)
+
+
+def _hashed(hasher: FeatureHasher, rows: Iterable[dict]) -> Any:
+    """Sparse hashed vectors of `rows`: ``"name=v"`` indicators for strings, None dropped."""
+    return hasher.transform({str(k): v for k, v in row.items() if v is not None} for row in rows)
+
+
+@dataclass(frozen=True, eq=False)
+class RefitJob:
+    """One refit of a `SklearnWindowCandidate`: what to fit, and when its result is installed.
+
+    A job is immutable and its `fit` is a pure function of it, so that it can run in another
+    thread (or process) while the candidate goes on learning, and give the same model wherever
+    and whenever it runs: the trainer installs the result at a fixed event, not when it is ready.
+
+    Parameters
+    ----------
+    candidate
+        The name of the candidate it refits.
+    cut
+        Events the candidate had learned when the job was cut: it fits on the last
+        ``len(labels)`` of them.
+    due
+        Events the candidate will have learned when the result is installed (``cut +
+        refit_lag``); from the next event on, the candidate predicts with it.
+    estimator
+        The unfitted estimator (with a fixed ``random_state``), cloned by `fit`.
+    rows
+        The window's feature dicts, oldest first.
+    labels
+        Their labels.
+    n_features
+        Width of the hashed feature vectors.
+
+    """
+
+    candidate: str
+    cut: int
+    due: int
+    estimator: Any
+    rows: tuple[dict, ...]
+    labels: tuple[Any, ...]
+    n_features: int
+
+    def fit(self) -> Any:
+        """A fresh clone of the estimator fitted on the window (dense hashed features)."""
+        estimator = sklearn_base.clone(self.estimator)
+        features = _hashed(_feature_hasher(self.n_features), self.rows).toarray()
+        with _one_thread():
+            estimator.fit(features, np.asarray(self.labels))
+        return estimator
+
+
+@functools.cache
+def _thread_pools() -> ThreadpoolController:
+    # Built at the first fit or prediction, once the estimators' native libraries are loaded.
+    return ThreadpoolController()
+
+
+def _one_thread() -> Any:
+    """Limit OpenMP and BLAS to one thread: a worker's event loop shares the machine with the
+    fits, and OpenMP threads spinning on busy cores made a 300-event gradient-boosting fit take
+    12 s instead of 0.6 s (and each prediction 14 ms instead of 1.5 ms)."""
+    return _thread_pools().limit(limits=1)
+
+
+class SklearnWindowCandidate(Candidate):
+    """A scikit-learn estimator refitted with `fit` on the last `window_events` events.
+
+    Every `refit_every` events learned (and on `request_refit`, a drift action) the candidate
+    cuts a `RefitJob` holding a copy of its window, and installs the job's fitted model exactly
+    `refit_lag` events later. Until its first model is installed it predicts nothing (None, which
+    the prequential score counts as an error, so that it cannot win before it has a model);
+    afterwards it predicts with the last model installed, and is scored like any candidate.
+
+    The result is installed at a fixed event whatever the fit's speed, so the candidate's
+    predictions are a pure function of the events it learned: a worker may fit a job in a
+    thread pool as soon as it is cut (`pending_refits`) and hand the result in with `provide`
+    before the due event; a job with no result provided is fitted inline at its due event, with
+    the same outcome. The pending jobs are part of the pickled state (the results provided are
+    not), so that a candidate restored from a snapshot taken mid-job refits the same window and
+    installs the same model at the same event.
+
+    A classifier's window with a single class is not refitted (no job is cut): scikit-learn's
+    classifiers refuse it.
+
+    Parameters
+    ----------
+    name
+        The candidate's name.
+    params
+        The specification it was built from.
+    estimator
+        An unfitted scikit-learn estimator with `fit` and a fixed ``random_state`` where it
+        takes one.
+    window_events
+        Events the window keeps (the most recent ones).
+    refit_every
+        Events between two scheduled refits.
+    refit_lag
+        Events between cutting a job and installing its result (0: at once, fitted inline).
+    n_features
+        Width of the hashed feature vectors.
+    is_classifier
+        Whether the estimator is a classifier.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> window = SklearnWindowCandidate(
+    ...     "lr", {}, LogisticRegression(), window_events=100, refit_every=50, refit_lag=10,
+    ...     is_classifier=True,
+    ... )
+    >>> for i in range(50):
+    ...     window.learn_one({"x": float(i % 10)}, i % 10 >= 5)
+    >>> [(job.cut, job.due) for job in window.pending_refits], window.predict_one({"x": 9.0})
+    ([(50, 60)], None)
+    >>> for i in range(10):
+    ...     window.learn_one({"x": float(i % 10)}, i % 10 >= 5)
+    >>> window.pending_refits, window.n_refits, window.predict_one({"x": 9.0})
+    ((), 1, True)
+
+    """
+
+    def __init__(
+        self,
+        name: str,
+        params: dict[str, Any],
+        estimator: Any,
+        *,
+        window_events: int,
+        refit_every: int,
+        refit_lag: int = 0,
+        n_features: int = 2**8,
+        is_classifier: bool,
+    ) -> None:
+        super().__init__(name, params)
+        self.estimator = estimator
+        self.refit_every = refit_every
+        self.refit_lag = refit_lag
+        self.n_features = n_features
+        self.n_learned = 0
+        #: Refits installed so far.
+        self.n_refits = 0
+        self._is_classifier = is_classifier
+        self._hasher = _feature_hasher(n_features)
+        self._rows: deque[dict] = deque(maxlen=window_events)
+        self._labels: deque[Any] = deque(maxlen=window_events)
+        self._model: Any = None
+        self._jobs: deque[RefitJob] = deque()
+        # Results fitted elsewhere, by job; not pickled: a restored candidate fits again.
+        self._provided: dict[int, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_provided": {}}
+
+    @property
+    def pending_refits(self) -> tuple[RefitJob, ...]:
+        """The jobs cut and not installed yet, oldest first."""
+        return tuple(self._jobs)
+
+    def provide(self, job: RefitJob, fitted: Any) -> None:
+        """Hand in `job.fit()` computed elsewhere; it is installed at the job's due event.
+
+        Raises `ValueError` for a job that is not pending here (installed or another's).
+        """
+        if not any(pending is job for pending in self._jobs):
+            raise ValueError(f"candidate {self.name!r}: refit job {job.cut} is not pending")
+        self._provided[id(job)] = fitted
+
+    def request_refit(self) -> RefitJob | None:
+        """Cut a refit job of the window now (a drift action); None when there is nothing to fit
+        or a job was already cut at this event."""
+        if self._jobs and self._jobs[-1].cut == self.n_learned:
+            return None
+        return self._cut()
+
+    def predict_one(self, x: dict) -> Any:
+        if self._model is None:
+            return None
+        with _one_thread():
+            return self._model.predict(self._features(x)).tolist()[0]
+
+    def predict_proba_one(self, x: dict) -> dict[Hashable, float] | None:
+        if self._model is None or not hasattr(self._model, "predict_proba"):
+            return None
+        with _one_thread():
+            proba = self._model.predict_proba(self._features(x))[0]
+        return dict(zip(self._model.classes_.tolist(), proba.tolist(), strict=True))
+
+    def predict_with_proba(self, x: dict) -> tuple[Any, dict[Hashable, float] | None]:
+        # The allowed classifiers predict the class of highest probability: one call, not two.
+        proba = self.predict_proba_one(x)
+        if proba is None:
+            return self.predict_one(x), None
+        return max(proba, key=proba.__getitem__), proba
+
+    def learn_one(self, x: dict, y: Any) -> None:
+        # A copy: the caller may reuse its dict, and jobs share the window's rows.
+        self._rows.append(dict(x))
+        self._labels.append(y)
+        self.n_learned += 1
+        if self.n_learned % self.refit_every == 0:
+            self._cut()
+        while self._jobs and self._jobs[0].due <= self.n_learned:
+            self._install(self._jobs.popleft())
+
+    def _features(self, x: dict) -> Any:
+        return _hashed(self._hasher, [x]).toarray()
+
+    def _cut(self) -> RefitJob | None:
+        if not self._labels or (self._is_classifier and len(set(self._labels)) < 2):
+            return None
+        job = RefitJob(
+            candidate=self.name,
+            cut=self.n_learned,
+            due=self.n_learned + self.refit_lag,
+            estimator=self.estimator,
+            rows=tuple(self._rows),
+            labels=tuple(self._labels),
+            n_features=self.n_features,
+        )
+        self._jobs.append(job)
+        return job
+
+    def _install(self, job: RefitJob) -> None:
+        # Popped first: a fit that raises (the trainer quarantines the candidate) is not retried.
+        fitted = self._provided.pop(id(job), None)
+        self._model = job.fit() if fitted is None else fitted
+        self.n_refits += 1
+
+
 class _Builder:
     """Turns one candidate specification into a candidate; each method checks one field."""
 
     ALLOWED_KEYS: ClassVar[dict[str, set[str]]] = {
         "river": {"name", "river", "params"},
         "sklearn": {"name", "sklearn", "params", "batch_size", "n_features", "classes"},
+        "sklearn_window": {
+            "name",
+            "sklearn_window",
+            "params",
+            "window_events",
+            "refit_every",
+            "refit_lag",
+            "n_features",
+        },
     }
 
     def __init__(self, spec: Mapping[str, Any], task: str) -> None:
@@ -342,9 +620,9 @@ class _Builder:
     def build(self) -> Candidate:
         if self.task not in TASKS:
             raise self.fail(f"task must be one of {list(TASKS)}, got {self.task!r}")
-        backends = [key for key in ("river", "sklearn") if key in self.spec]
+        backends = [key for key in self.ALLOWED_KEYS if key in self.spec]
         if len(backends) != 1:
-            raise self.fail("give exactly one of 'river' or 'sklearn'")
+            raise self.fail("give exactly one of 'river', 'sklearn' or 'sklearn_window'")
         backend = backends[0]
         unknown = set(self.spec) - self.ALLOWED_KEYS[backend]
         if unknown:
@@ -359,6 +637,8 @@ class _Builder:
         description = copy.deepcopy(dict(self.spec))
         if backend == "river":
             return RiverCandidate(self.name, description, self.river_model(params))
+        if backend == "sklearn_window":
+            return self.sklearn_window_candidate(description, params)
         return self.sklearn_candidate(description, params)
 
     def check_json(self, path: str, value: Any) -> None:
@@ -445,14 +725,17 @@ class _Builder:
 
     # -- scikit-learn ----------------------------------------------------------------------
 
-    def sklearn_candidate(self, description: dict, params: dict[str, Any]) -> SklearnCandidate:
-        class_name = self.spec["sklearn"]
-        if class_name not in SKLEARN_ESTIMATORS:
+    def sklearn_estimator(
+        self, backend: str, allowlist: Mapping[str, tuple[str, str]], params: dict[str, Any]
+    ) -> Any:
+        """The unfitted estimator the `backend` key names, looked up in `allowlist`."""
+        class_name = self.spec[backend]
+        if class_name not in allowlist:
             raise self.fail(
-                f"scikit-learn estimator {class_name!r} is not allowed; "
-                f"allowed: {sorted(SKLEARN_ESTIMATORS)}"
+                f"scikit-learn estimator {class_name!r} is not allowed for {backend!r}; "
+                f"allowed: {sorted(allowlist)}"
             )
-        module_name, estimator_task = SKLEARN_ESTIMATORS[class_name]
+        module_name, estimator_task = allowlist[class_name]
         if estimator_task != self.task:
             raise self.fail(
                 f"{class_name} is for {estimator_task}, but the model's task is {self.task}"
@@ -467,19 +750,41 @@ class _Builder:
             estimator._validate_params()
         except ValueError as error:
             raise self.fail(f"bad params for {class_name}: {error}") from error
+        return estimator
+
+    def sklearn_candidate(self, description: dict, params: dict[str, Any]) -> SklearnCandidate:
         return SklearnCandidate(
             self.name,
             description,
-            estimator,
+            self.sklearn_estimator("sklearn", SKLEARN_ESTIMATORS, params),
             batch_size=self.positive_int("batch_size", 100),
             n_features=self.positive_int("n_features", 2**8),
             classes=self.classes(),
         )
 
-    def positive_int(self, key: str, default: int) -> int:
+    def sklearn_window_candidate(
+        self, description: dict, params: dict[str, Any]
+    ) -> SklearnWindowCandidate:
+        estimator = self.sklearn_estimator("sklearn_window", SKLEARN_WINDOW_ESTIMATORS, params)
+        # A fixed seed: a refit must give the same model in every run and after every replay.
+        if "random_state" in estimator.get_params() and "random_state" not in params:
+            estimator.set_params(random_state=0)
+        return SklearnWindowCandidate(
+            self.name,
+            description,
+            estimator,
+            window_events=self.positive_int("window_events", 1_000),
+            refit_every=self.positive_int("refit_every", 500),
+            refit_lag=self.positive_int("refit_lag", 0, minimum=0),
+            n_features=self.positive_int("n_features", 2**8),
+            is_classifier=self.task == "classification",
+        )
+
+    def positive_int(self, key: str, default: int, *, minimum: int = 1) -> int:
         value = self.spec.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise self.fail(f"{key!r} must be a positive integer, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+            raise self.fail(f"{key!r} must be {wanted}, got {value!r}")
         return value
 
     def classes(self) -> tuple[Hashable, ...] | None:

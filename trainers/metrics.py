@@ -26,8 +26,11 @@ Regression: ``mae`` and ``rmse``, over the events that had a prediction.
 without probabilities; the promotion policy refuses a candidate whose metric is not complete over
 its paired window.
 
-The per-event *paired loss* used by the significance tests is the error bit (0/1) for
-classification and the absolute error for regression (None when there was no prediction).
+The per-event *paired loss* kept for the fixed-sample significance tests is the error bit (0/1)
+for classification and the absolute error for regression (None when there was no prediction).
+`event_loss` is the per-event loss whose mean is a metric (whose mean's square root, for
+``rmse``): the error bit for ``accuracy``, the log-loss for ``log_loss``, the absolute error for
+``mae``, the squared error for ``rmse``. F1 is no mean of per-event losses, so it has none.
 
 Examples
 --------
@@ -73,6 +76,7 @@ __all__ = [
     "HIGHER_IS_BETTER",
     "REGRESSION_METRICS",
     "PrequentialScore",
+    "event_loss",
     "f1_score",
     "is_complete",
 ]
@@ -131,6 +135,39 @@ def f1_score(
     if not classes:
         return 0.0
     return sum(class_f1(c) for c in classes) / len(classes)
+
+
+def event_loss(
+    metric: str, y_true: Any, y_pred: Any, proba: Mapping[Hashable, float] | None = None
+) -> float | None:
+    """The loss of one prediction whose mean over events is `metric` (see the module docstring).
+
+    None when the event does not count towards the metric: no prediction of a regressor, no
+    probabilities for ``log_loss``. A missing classification counts as an error, as in the
+    metrics. Raises `ValueError` for ``f1``, which is no mean of per-event losses.
+
+    >>> event_loss("accuracy", "a", "b"), event_loss("accuracy", "a", None)
+    (1.0, 1.0)
+    >>> round(event_loss("log_loss", "a", "a", {"a": 0.5, "b": 0.5}), 4)
+    0.6931
+    >>> event_loss("mae", 3.0, 1.0), event_loss("rmse", 3.0, 1.0), event_loss("mae", 3.0, None)
+    (2.0, 4.0, None)
+
+    """
+    if metric == "accuracy":
+        return 0.0 if y_pred is not None and y_pred == y_true else 1.0
+    if metric == "log_loss":
+        return None if proba is None else _log_loss(proba, y_true)
+    if metric in REGRESSION_METRICS:
+        if y_pred is None:
+            return None
+        error = abs(y_pred - y_true)
+        return float(error if metric == "mae" else error * error)
+    raise ValueError(f"{metric!r} is no mean of per-event losses")
+
+
+def _log_loss(proba: Mapping[Hashable, float], y_true: Any) -> float:
+    return -math.log(max(proba.get(y_true, 0.0), _PROBABILITY_FLOOR))
 
 
 def is_complete(metric: str, summary: Mapping[str, Any]) -> bool:
@@ -215,7 +252,7 @@ class PrequentialScore:
             self._missing_proba += 1
             self._log_losses.append(None)
         else:
-            log_loss = -math.log(max(proba.get(y_true, 0.0), _PROBABILITY_FLOOR))
+            log_loss = _log_loss(proba, y_true)
             self._log_loss_sum += log_loss
             self._log_losses.append(log_loss)
 

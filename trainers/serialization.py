@@ -30,10 +30,25 @@ Traceback (most recent call last):
 ...
 trainers.errors.ArtifactIntegrityError: bad signature: not signed with this key as churn v2
 
+Artifacts are pickled with `canonical_dumps`, so that the same model gives the same bytes in
+every process: a river object left unseeded (``seed=None``, such as the Gaussian of each feature
+in ``GaussianNB``) holds a random generator seeded from the operating system, whose state would
+make two copies of one model differ in every byte of it. Such a generator is pickled as freshly
+seeded with 0 instead (a model whose learning draws from it is random, and not verifiable; see
+`trainers.lineage.nondeterminism`).
+
+>>> from river.proba import Gaussian
+>>> from trainers.serialization import canonical_dumps
+>>> dumps(Gaussian()) == dumps(Gaussian())
+False
+>>> canonical_dumps(Gaussian()) == canonical_dumps(Gaussian())
+True
+
 References
 ----------
 [^1]: RFC 2104, HMAC: Keyed-Hashing for Message Authentication.
-[^2]: Python documentation, `pickle`: "Warning: The pickle module is not secure."
+[^2]: Python documentation, `pickle`: "Warning: The pickle module is not secure."; and
+    `pickle.Pickler.reducer_override`.
 
 """
 
@@ -41,13 +56,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import pickle
+import random
 from typing import Any
 
 from trainers.errors import ArtifactIntegrityError
 
 __all__ = [
+    "canonical_dumps",
     "dumps",
     "hmac_sha256_hex",
     "sha256_hex",
@@ -63,6 +81,55 @@ _SIGNATURE_SCHEME = "driftline-artifact/2"
 def dumps(model: Any) -> bytes:
     """Pickle `model` with the highest protocol."""
     return pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class _CanonicalPickler(pickle._Pickler):
+    """The pure-Python pickler (the C one offers no hook per string), made canonical.
+
+    Pickle refers back to an object it has written by its identity: two equal strings are
+    written twice, or once and referred to, depending on whether they are one object, which
+    depends on the process's history (a string read from a snapshot is not the one a literal
+    made). Equal strings and bytes are therefore pickled as one object. Sets are written in
+    sorted order, not in the order of their hashes (which ``PYTHONHASHSEED`` changes), and the
+    random generator of an unseeded object as one seeded with 0.
+    """
+
+    def __init__(self, file: io.BytesIO) -> None:
+        # Protocol 4: under 5, the pure-Python pickler writes numpy's buffers through a path
+        # that memoizes the shared empty bytes twice (an AssertionError on an empty array).
+        super().__init__(file, protocol=4)
+        self._unseeded: set[int] = set()
+        # Holds each first object of a value, so that its identity is not reused meanwhile.
+        self._canonical: dict[tuple[type, Any], Any] = {}
+
+    def save(self, obj: Any, save_persistent_id: bool = True) -> None:
+        if type(obj) in (str, bytes):
+            obj = self._canonical.setdefault((type(obj), obj), obj)
+        super().save(obj, save_persistent_id)  # type: ignore[misc]  # typeshed omits it
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind in (set, frozenset):
+            return kind, (sorted(obj, key=_sort_key),)
+        # An owner is pickled before its attributes, so its generator is known when it comes.
+        if kind is random.Random:
+            return (random.Random, (0,)) if id(obj) in self._unseeded else NotImplemented
+        state = getattr(obj, "__dict__", None)
+        if state and state.get("seed", 0) is None and type(state.get("_rng")) is random.Random:
+            self._unseeded.add(id(state["_rng"]))
+        return NotImplemented
+
+
+def _sort_key(item: Any) -> tuple[str, str]:
+    return type(item).__qualname__, repr(item)
+
+
+def canonical_dumps(model: Any) -> bytes:
+    """Pickle `model` canonically (see the module docstring): the bytes of an artifact, the
+    same in every process that learned the same events."""
+    buffer = io.BytesIO()
+    _CanonicalPickler(buffer).dump(model)
+    return buffer.getvalue()
 
 
 def sha256_hex(blob: bytes) -> str:

@@ -13,8 +13,10 @@ two accuracies would have to fight, and so detects a real difference with fewer 
   ``c`` count the events where A's, respectively B's, error is the larger. When every difference
   is zero the candidates are indistinguishable and the p-value is 1.
 
-Both are two-sided: they test equality, and the promotion policy checks the direction with its
-margin on the primary metric.
+Both are two-sided: they test equality once, on a sample fixed in advance. Repeated at every
+look of a policy they reject a true null far more often than their level, so promotions use the
+anytime-valid paired test of `trainers.sequential` instead; these remain for one-off comparisons
+and for the benchmark of the earlier rule (``bench/promotion_quality.py``).
 
 Examples
 --------

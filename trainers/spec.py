@@ -16,7 +16,9 @@ field              default       meaning
 ``candidates``     (required)    candidate tables (see `trainers.candidates`), names unique
 ``champion``       none          the first champion; none lets the policy pick the best
 ``window``         1000          events in the rolling metrics of reports
-``policy``         see policy    the promotion policy (`trainers.policy.PromotionPolicy`)
+``policy``         see policy    the promotion policy (`trainers.policy.PromotionPolicy`); a
+                                 regression model whose champion can be challenged needs
+                                 ``policy.loss_scale`` (``rollout.loss_scale`` is taken if set)
 ``rollout``        ``direct``    how a new version reaches traffic (`RolloutSpec`, below)
 ``label_horizon``  ``"7d"``      how long a served prediction waits for its outcome (and an
                                  outcome for its prediction) before it expires: a number and a
@@ -25,6 +27,8 @@ field              default       meaning
                                  model (and feeds the joined labeled events to the trainer)
 ``refresh_every``  0 (off)       every this many events, publish a ``refresh`` version of the
                                  champion when it beats its served (frozen) copy
+``drift``          none (off)    drift detection and the actions it triggers
+                                 (`trainers.drift.DriftSpec`)
 =================  ============  ==================================================================
 
 The ``rollout`` table:
@@ -87,6 +91,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -95,7 +100,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainers.actions import RESET_MARK
 from trainers.candidates import TASKS, build_candidate
+from trainers.drift import DriftSpec
 from trainers.errors import ConfigError
 from trainers.policy import PromotionPolicy
 
@@ -120,6 +127,7 @@ _KEYS = {
     "label_horizon",
     "join",
     "refresh_every",
+    "drift",
 }
 
 #: Rollout strategies: how a promotion reaches traffic.
@@ -283,6 +291,8 @@ class ModelSpec:
         Whether the scorer joins outcomes to this model's predictions.
     refresh_every
         Events between checks for a ``refresh`` of the champion; 0 turns refreshes off.
+    drift
+        Drift detection and its actions; None turns it off.
 
     """
 
@@ -296,6 +306,7 @@ class ModelSpec:
     label_horizon: float = parse_duration(DEFAULT_LABEL_HORIZON)
     join: bool = True
     refresh_every: int = 0
+    drift: DriftSpec | None = None
 
     @classmethod
     def from_dict(cls, name: str, d: Mapping[str, Any]) -> ModelSpec:
@@ -330,6 +341,11 @@ class ModelSpec:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ConfigError(f"candidates: names must be unique, repeated: {duplicates}")
+        marked = [name for name in names if RESET_MARK in name]
+        if marked:
+            raise ConfigError(
+                f"candidates: {marked}: names with {RESET_MARK!r} are those of drift reset copies"
+            )
         champion = d.get("champion")
         if champion is not None and champion not in names:
             raise ConfigError(f"champion: {champion!r} is not a candidate; candidates: {names}")
@@ -355,17 +371,41 @@ class ModelSpec:
             raise ConfigError(
                 f"refresh_every: must be a non-negative integer (0: off), got {refresh_every!r}"
             )
+        policy_spec = PromotionPolicy.from_dict(policy, task)
+        rollout = RolloutSpec.from_dict(d.get("rollout", {}), task)
+        if policy_spec.loss_scale is None and rollout.loss_scale is not None:
+            # One error counts as a full loss for the promotions as for the guardrail.
+            policy_spec = dataclasses.replace(policy_spec, loss_scale=rollout.loss_scale)
+        drift = d.get("drift")
+        drift_spec = (
+            None
+            if drift is None
+            else DriftSpec.from_dict(drift, names, task=task, metric=policy_spec.metric)
+        )
+        challenged = (
+            len(candidates) > 1
+            or refresh_every > 0
+            or (drift_spec is not None and "reset" in drift_spec.actions)
+        )
+        if task == "regression" and challenged and policy_spec.loss_scale is None:
+            raise ConfigError(
+                "policy.loss_scale is required for a regression model whose champion can be "
+                "challenged (two candidates or more, refresh_every, or the drift reset action): "
+                "the absolute error that counts as a full loss (rollout.loss_scale, when set, "
+                "is taken if policy.loss_scale is not)"
+            )
         return cls(
             name=name,
             task=task,
             candidates=tuple(dict(candidate) for candidate in candidates),
             champion=champion,
             window=window,
-            policy=PromotionPolicy.from_dict(policy, task),
-            rollout=RolloutSpec.from_dict(d.get("rollout", {}), task),
+            policy=policy_spec,
+            rollout=rollout,
             label_horizon=label_horizon,
             join=join,
             refresh_every=refresh_every,
+            drift=drift_spec,
         )
 
 

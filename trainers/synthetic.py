@@ -5,7 +5,12 @@
 * ``"sea"``: SEA concepts, label ``x0 + x1 > 8`` (variant 0) before, ``> 9.5`` (variant 3) after;
 * ``"agrawal"``: Agrawal's loan function 0 before, function 2 after;
 * ``"hyperplane"``: a random hyperplane before, an independent one after (10 features, no
-  generator noise).
+  generator noise);
+* ``"friedman"`` (regression): Friedman #1 before, ``y = 10 sin(pi x0 x1) + 20 (x2 - 0.5)^2 +
+  10 x3 + 5 x4 + N(0, 1)``; after, the global abrupt drift of Ikonomovska et al., which moves
+  the features around (``10 sin(pi x3 x5) + 20 (x1 - 0.5)^2 + 10 x0 + 5 x2 + N(0, 1)``).
+
+`TASK_OF_KIND` says which task each stream's labels fit.
 
 With ``width == 1`` the switch is abrupt: the first ``drift_at`` events come from the old concept
 and the rest from the new one (the two generators are chained here, because river 0.26.1's
@@ -23,6 +28,8 @@ Examples
 (4, ['x0', 'x1', 'x2'], 'bool')
 >>> events == list(drift_stream("sea", n=4, drift_at=2, seed=7))
 True
+>>> TASK_OF_KIND["friedman"], type(next(drift_stream("friedman", n=1, drift_at=0))[1]).__name__
+('regression', 'float')
 
 References
 ----------
@@ -32,6 +39,10 @@ References
       perspective. IEEE Transactions on Knowledge and Data Engineering, 5(6), 914-925.
 [^3]: Hulten, G., Spencer, L. and Domingos, P. (2001). Mining time-changing data streams.
       KDD'01, 97-106.
+[^4]: Friedman, J. H. (1991). Multivariate adaptive regression splines. The Annals of
+      Statistics, 19(1), 1-67.
+[^5]: Ikonomovska, E., Gama, J. and Džeroski, S. (2011). Learning model trees from evolving data
+      streams. Data Mining and Knowledge Discovery, 23(1), 128-168.
 
 """
 
@@ -39,13 +50,14 @@ from __future__ import annotations
 
 import itertools
 import random
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from river.datasets import synth
 from river.datasets.base import SyntheticDataset
 
-__all__ = ["KINDS", "drift_stream"]
+__all__ = ["KINDS", "TASK_OF_KIND", "drift_stream"]
 
 # kind -> (generator of the concept before the drift, of the one after), each from a seed.
 _CONCEPTS: dict[
@@ -63,9 +75,22 @@ _CONCEPTS: dict[
         lambda seed: synth.Hyperplane(seed=seed, noise_percentage=0.0),
         lambda seed: synth.Hyperplane(seed=seed, noise_percentage=0.0),
     ),
+    "friedman": (
+        lambda seed: synth.Friedman(seed=seed),
+        # Drifted from its first event to the end of any stream: the switch is the chaining's.
+        lambda seed: synth.FriedmanDrift(drift_type="gra", position=(0, sys.maxsize), seed=seed),
+    ),
 }
 
 KINDS = tuple(_CONCEPTS)
+
+#: The task each stream's labels fit: booleans or classes, or real numbers.
+TASK_OF_KIND = {
+    "sea": "classification",
+    "agrawal": "classification",
+    "hyperplane": "classification",
+    "friedman": "regression",
+}
 
 
 def drift_stream(
@@ -81,7 +106,7 @@ def drift_stream(
     Parameters
     ----------
     kind
-        ``"sea"``, ``"agrawal"`` or ``"hyperplane"``.
+        One of `KINDS`: ``"sea"``, ``"agrawal"``, ``"hyperplane"`` or ``"friedman"``.
     n
         Number of events.
     drift_at
@@ -91,7 +116,8 @@ def drift_stream(
     seed
         Seeds the generators and the label noise.
     noise
-        Probability of flipping each (binary) label.
+        Probability of flipping each (binary) label: classification streams only (a regression
+        stream's labels carry their generator's Gaussian noise).
 
     """
     if kind not in _CONCEPTS:
@@ -101,6 +127,8 @@ def drift_stream(
             f"need n, drift_at >= 0, width >= 1, 0 <= noise <= 1; got {n=}, "
             f"{drift_at=}, {width=}, {noise=}"
         )
+    if noise and TASK_OF_KIND[kind] != "classification":
+        raise ValueError(f"noise flips binary labels: {kind!r} is a regression stream")
     before, after = _CONCEPTS[kind]
     # Distinct seeds, so that the new concept (hyperplane) and its samples are independent.
     old, new = before(seed), after(seed + 1)

@@ -6,10 +6,13 @@
    *tested* on the event before they learn it, so their scores are honest out-of-sample
    estimates (prequential evaluation);
 2. lets every live candidate learn the event, and scores the predictions of those that did;
-3. records the event's lineage: an opaque ``source`` name the caller chooses and a ``position``
-   that increases within that source (a Kafka worker may pass ``"topic[partition]"`` and the
-   offset, a replay a file name and a line number);
-4. every ``policy.every`` events (and at ``policy.warmup``) asks the `PromotionPolicy` whether to
+3. records the event's lineage (`trainers.lineage`): an opaque ``source`` name the caller
+   chooses and a ``position`` that increases within that source (a Kafka worker may pass
+   ``"topic[partition]"`` and the offset, a replay a file name and a line number);
+4. feeds each watched candidate's loss for the policy's metric to the drift monitor, if the
+   model has one (below), and adds the event to the champion's paired tests
+   (`trainers.sequential`);
+5. every ``policy.every`` events (and at ``policy.warmup``) asks the `PromotionPolicy` whether to
    promote, and on a decision issues the next version as a `Promotion`; every ``refresh_every``
    events (when set) it checks whether the champion deserves a ``refresh`` (below).
 
@@ -80,6 +83,28 @@ candidate of the same name that kept learning since, and its scores restart with
 metrics describe what serves (no challenger can win until the adopted champion has
 ``min_samples`` paired events).
 
+Drift detection and paired tests
+--------------------------------
+With a ``drift`` table, the trainer's `trainers.drift.DriftMonitor` watches the champion's (or
+every candidate's) per-event loss; its detections are queued (`take_detections`). The champion's
+paired tests against each challenger (and, for refreshes, against its served copy) run from the
+first event the pair is compared and restart, spending a new round of the policy's alpha (see
+`trainers.policy`), when the champion changes, is adopted or vacated, when a detector fires on
+the champion, and for a candidate reset, replaced or quarantined.
+
+Drift actions and window refits
+-------------------------------
+Each detection of the model's drift monitor (`trainers.drift`) is acted on within the event that
+tipped it, by the `trainers.actions.DriftResponder`: ``reset`` adds a fresh copy of a candidate,
+``"<name>@reset<k>"``, as a challenger; ``refit`` cuts a refit job on every ``sklearn_window``
+candidate; ``shorten_cooldown`` shortens what remains of the cooldown. The detection and its
+actions are queued as numbered `trainers.actions.Notice` s, which the caller takes
+(`take_notices`) and publishes. An ``sklearn_window`` candidate's pending refit jobs are listed
+by `refit_jobs`: a caller may fit them elsewhere and hand each result in (`provide_refit`)
+before the event that installs it (``refit_jobs(due_next=True)``); a job not handed in is fitted
+inline at that event, with the same result. Reset copies are not in the configuration: a restore
+keeps them while the candidate they copy is configured unchanged, and drops them otherwise.
+
 Configuration changes
 ---------------------
 The configuration owns the model, not the checkpoint: `ModelTrainer.restore` takes the current
@@ -115,8 +140,11 @@ Examples
 ... ]
 >>> [(p.version, p.kind, p.candidate) for p in promotions]
 [(1, 'initial', 'nb')]
->>> promotions[0].lineage
-{'source': 'sea', 'first_offset': 0, 'last_offset': 99, 'events': 100}
+>>> lineage = promotions[0].lineage
+>>> lineage["source"], lineage["first_offset"], lineage["last_offset"], lineage["events"]
+('sea', 0, 99, 100)
+>>> lineage["verifiable"], lineage["configurations"][0]["table"]["champion"]
+(True, 'nb')
 >>> trainer.champion, trainer.champion_version, trainer.last_position("sea"), trainer.learned
 ('nb', 1, 299, {'nb': 300, 'lr': 300})
 
@@ -150,10 +178,14 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from trainers.candidates import Candidate, build_candidate
+from trainers.actions import RESET_MARK, Action, DriftResponder, Notice, completed
+from trainers.candidates import Candidate, RefitJob, SklearnWindowCandidate, build_candidate
+from trainers.drift import Detection, DriftMonitor
 from trainers.errors import CandidateChangedError, ConfigError, LabelError, SnapshotError
-from trainers.metrics import HIGHER_IS_BETTER, PrequentialScore
+from trainers.lineage import Lineage
+from trainers.metrics import HIGHER_IS_BETTER, PrequentialScore, event_loss
 from trainers.policy import Decision
+from trainers.sequential import PairedTests
 from trainers.serialization import dumps
 from trainers.spec import ModelSpec, candidate_digest, check_label
 
@@ -161,12 +193,15 @@ __all__ = ["ModelTrainer", "Promotion", "RestoreChanges"]
 
 # Bumped whenever the pickled state changes shape, so that an old snapshot is refused by name
 # instead of failing with an AttributeError somewhere in `learn`.
-_SNAPSHOT_FORMAT = 3
-# Format 2 lacks only the served copy, the trial and the learned counts: `_upgrade` fills them in,
-# so that a deployment's checkpoints survive the upgrade.
-_UPGRADABLE_FORMATS = frozenset({2})
+_SNAPSHOT_FORMAT = 5
+# Format 4 lacks the complete lineage; format 3 also the drift monitor and its detections; format
+# 2 also the served copy, the trial and the learned counts: `_upgrade` fills them in, so that a
+# deployment's checkpoints survive the upgrade.
+_UPGRADABLE_FORMATS = frozenset({2, 3, 4})
 # Quarantine reasons end up in every metrics report; a stack of sklearn advice need not.
 _REASON_CHARS = 500
+# The defender of the refresh tests (the live champion challenges the copy that serves).
+_SERVED_COPY = "(served copy)"
 
 
 @dataclass(frozen=True)
@@ -197,7 +232,9 @@ class Promotion:
         What it learned from: ``source``, ``first_offset`` and ``last_offset`` (the first and
         last positions learned from the source of the event that triggered the promotion),
         ``events`` learned in total, and, when the model learns from several sources,
-        ``sources`` with each one's ``source``, ``first_offset`` and ``last_offset``.
+        ``sources`` with each one's ``source``, ``first_offset`` and ``last_offset``; and
+        enough to learn it again bit for bit (the positions learned and skipped, adoptions,
+        configurations, whether it is verifiable: see `trainers.lineage`).
     estimator
         A copy of the promoted candidate, frozen at promotion time, to serialise and serve.
     rollout
@@ -295,9 +332,6 @@ class _Paired:
     def recent(self, n: int) -> dict[str, Any]:
         return self.score.recent(n)
 
-    def losses(self, n: int) -> list[Any]:
-        return self.score.losses(n)
-
 
 class ModelTrainer:
     """Trains every candidate of one model and promotes champions.
@@ -326,7 +360,7 @@ class ModelTrainer:
         self._candidates = [build_candidate(c, spec.task) for c in spec.candidates]
         self._scores = {c.name: self._new_score() for c in self._candidates}
         self._quarantine: dict[str, str] = {}
-        self._positions: dict[str, list[int]] = {}
+        self._lineage = Lineage(spec)
         self._learned = {c.name: 0 for c in self._candidates}
         self._classification = spec.task == "classification"
         # The frozen estimator of the version serving as stable, tested but never trained.
@@ -334,6 +368,12 @@ class ModelTrainer:
         self._served_score = self._new_score()
         self._served_failure: str | None = None
         self._trial: Promotion | None = None
+        self._drift = None if spec.drift is None else DriftMonitor(spec.drift)
+        self._detections: list[Detection] = []
+        self._responder = DriftResponder(spec.name)
+        self._notices: list[Notice] = []
+        # The champion's paired tests against each challenger (and against its served copy).
+        self._tests = PairedTests(spec.policy.alpha)
         self._refresh()
 
     def _new_score(self) -> PrequentialScore:
@@ -392,6 +432,31 @@ class ModelTrainer:
         """Why each quarantined candidate was quarantined, by name."""
         return dict(self._quarantine)
 
+    def refit_jobs(self, *, due_next: bool = False) -> list[RefitJob]:
+        """The refit jobs cut and not installed yet, of every live ``sklearn_window`` candidate.
+
+        With `due_next`, only those whose result the next event installs: a caller that fits
+        jobs elsewhere (a worker's thread pool) hands these in with `provide_refit` before it
+        calls `learn`; a job it did not is fitted inline, with the same result.
+        """
+        return [
+            job
+            for candidate, _ in self._live
+            if isinstance(candidate, SklearnWindowCandidate)
+            for job in candidate.pending_refits
+            if not due_next or job.due <= candidate.n_learned + 1
+        ]
+
+    def provide_refit(self, job: RefitJob, fitted: Any) -> None:
+        """Hand in ``job.fit()``, computed elsewhere, for the candidate to install when due.
+
+        Raises `ValueError` when `job` is not pending (installed, or its candidate replaced).
+        """
+        candidate = self._by_name.get(job.candidate)
+        if not isinstance(candidate, SklearnWindowCandidate):
+            raise ValueError(f"model {self.spec.name!r}: no window candidate {job.candidate!r}")
+        candidate.provide(job, fitted)
+
     def learn(self, features: dict, label: Any, *, source: str, position: int) -> Promotion | None:
         """Test every live candidate on the event, then train them on it; maybe promote.
 
@@ -420,6 +485,7 @@ class ModelTrainer:
                 f"label {label!r} is not a declared class {sorted(self._allowed_labels, key=repr)}"
             )
         if problem is not None:
+            self._lineage.skipped(source, position)
             raise LabelError(f"model {self.spec.name!r}: {problem}")
         # Every candidate is tested before any learns: a learn_one that edits the shared
         # features dict must not change what the next candidate is tested on.
@@ -436,6 +502,8 @@ class ModelTrainer:
                 self._quarantine_candidate(candidate.name, "predicting", error, source, position)
                 continue
             tested.append((entry, outcome))
+        metric = self.spec.policy.metric
+        losses: dict[str, float | None] = {}
         for (candidate, score), (prediction, proba) in tested:
             try:
                 candidate.learn_one(features, label)
@@ -445,15 +513,17 @@ class ModelTrainer:
             # Scored only once learned, so that a score counts exactly the events learned.
             score.update(label, prediction, proba)
             self._learned[candidate.name] += 1
+            losses[candidate.name] = event_loss(metric, label, prediction, proba)
         if served is not None:
             self._served_score.update(label, *served)
         self.events += 1
         self._since_promotion += 1
-        span = self._positions.get(source)
-        if span is None:
-            self._positions[source] = [position, position]
-        else:
-            span[1] = position
+        self._lineage.learned(source, position)
+        detected = len(self._detections)
+        self._watch_drift(losses, source, position)
+        for detection in self._detections[detected:]:
+            self._respond(detection)
+        self._compare(losses, label, served)
         if self._trial is not None:
             # One trial at a time: the guardrail's verdict on this one comes first.
             return None
@@ -461,6 +531,117 @@ class ModelTrainer:
         if decision is None and self._refresh_due():
             decision = self._decide_refresh()
         return None if decision is None else self._promote(decision, source)
+
+    def _watch_drift(self, losses: Mapping[str, float | None], source: str, position: int) -> None:
+        """Feed the watched candidates' losses of the event to the drift monitor; queue alarms."""
+        monitor = self._drift
+        if monitor is None:
+            return
+        if monitor.spec.watch == "all":
+            watched = list(losses)
+        else:
+            # A new champion's detector starts fresh: the losses before were another model's.
+            for name in monitor.watched:
+                if name != self.champion:
+                    monitor.forget(name)
+            watched = [name for name in losses if name == self.champion]
+        for name in watched:
+            loss = losses[name]
+            if loss is None:
+                continue
+            detection = monitor.update(
+                name, loss, event=self.events, source=source, position=position
+            )
+            if detection is not None:
+                self._detections.append(detection)
+                if name == self.champion:
+                    # Evidence from before the drift must not hold back a challenger better after.
+                    self._tests.clear()
+
+    def _compare(
+        self, losses: Mapping[str, float | None], label: Any, served: tuple[Any, Any] | None
+    ) -> None:
+        """Add the event to the champion's paired tests, and to the served copy's for refreshes."""
+        champion = self.champion
+        if champion is None or champion not in losses:
+            return
+        policy = self.spec.policy
+        refreshing = served is not None and self.spec.refresh_every > 0 and champion == self._served
+        if len(losses) < 2 and not refreshing:
+            return
+        bounded = {name: policy.bounded_loss(loss) for name, loss in losses.items()}
+        self._tests.observe(champion, bounded, defender_loss=bounded[champion], event=self.events)
+        if refreshing:
+            assert served is not None  # for mypy: part of `refreshing`
+            served_loss = policy.bounded_loss(event_loss(policy.metric, label, *served))
+            self._tests.observe(
+                _SERVED_COPY,
+                {champion: bounded[champion]},
+                defender_loss=served_loss,
+                event=self.events,
+            )
+
+    def _respond(self, detection: Detection) -> None:
+        """Carry out the drift actions of `detection` and queue its notices (see
+        `trainers.actions`)."""
+        spec = self.spec.drift
+        assert spec is not None, "only a configured monitor detects"
+        tables = {candidate.name: candidate.params for candidate in self._candidates}
+        plan = self._responder.respond(detection, spec, champion=self.champion, tables=tables)
+        notices = list(plan.notices)
+        for action in plan.actions:
+            notices[action.notice] = completed(notices[action.notice], **self._carry_out(action))
+        self._notices.extend(notices)
+
+    def _carry_out(self, action: Action) -> dict[str, Any]:
+        """Do `action`; return what it did, for its notice's evidence."""
+        if action.action == "reset":
+            assert action.table is not None, "a reset action carries the copy's specification"
+            if action.replaces is not None:
+                self._remove(action.replaces)
+            fresh = build_candidate(action.table, self.spec.task)
+            self._candidates.append(fresh)
+            self._scores[fresh.name] = self._new_score()
+            self._learned[fresh.name] = 0
+            self._digests[fresh.name] = candidate_digest(action.table)
+            self._refresh()
+            return {"copy_of": action.table["name"].split(RESET_MARK)[0]}
+        if action.action == "refit":
+            jobs = [
+                job
+                for candidate, _ in self._live
+                if isinstance(candidate, SklearnWindowCandidate)
+                and (job := candidate.request_refit()) is not None
+            ]
+            return {"jobs": [{"candidate": j.candidate, "cut": j.cut, "due": j.due} for j in jobs]}
+        cooldown = self.spec.policy.cooldown
+        remaining = max(cooldown - self._since_promotion, 0)
+        assert self.spec.drift is not None, "only a configured monitor acts"
+        shortened = min(remaining, self.spec.drift.cooldown_after_drift)
+        self._since_promotion = max(self._since_promotion, cooldown - shortened)
+        return {"cooldown_remaining": {"before": remaining, "after": shortened}}
+
+    def _remove(self, name: str) -> None:
+        """Drop the live candidate `name` (a replaced reset copy) with its state."""
+        self._candidates = [c for c in self._candidates if c.name != name]
+        for table in (self._scores, self._learned, self._quarantine, self._digests):
+            table.pop(name, None)
+        if self._drift is not None:
+            self._drift.forget(name)
+        self._tests.forget(name)
+
+    def take_notices(self) -> list[Notice]:
+        """The drift and action notices since the last call, in sequence order: the caller
+        publishes each exactly once (see `trainers.actions`). The detections they describe
+        are taken with them."""
+        notices, self._notices = self._notices, []
+        self._detections.clear()
+        return notices
+
+    def take_detections(self) -> list[Detection]:
+        """The drift detections since the last call, oldest first (the caller publishes them)."""
+        detections, self._detections = self._detections, []
+        return detections
 
     def _test_served(self, features: dict, source: str, position: int) -> tuple[Any, Any] | None:
         """The served copy's prediction (and probabilities) of the event, None if not tested."""
@@ -511,6 +692,7 @@ class ModelTrainer:
                 key: _Paired(served, len(served.losses(served.history))),
                 champion: _Paired(score, len(score.losses(score.history))),
             },
+            tests=self._tests.of(_SERVED_COPY),
         )
         if decision is None:
             return None
@@ -530,6 +712,7 @@ class ModelTrainer:
             f"(source {source!r}, position {position}): {error}"
         )
         self._quarantine[name] = reason[:_REASON_CHARS]
+        self._tests.forget(name)
         if name == self.champion:
             self._vacate(f"champion {name!r} was quarantined at event {self.events + 1}")
         self._refresh()
@@ -537,6 +720,7 @@ class ModelTrainer:
     def _vacate(self, why: str) -> None:
         self.champion = None
         self._vacated = why
+        self._tests.clear()
 
     def _decide(self) -> Decision | None:
         policy = self.spec.policy
@@ -552,6 +736,7 @@ class ModelTrainer:
             since_promotion=self._since_promotion,
             scores=scores,
             preferred=preferred if preferred in scores else None,
+            tests=None if self.champion is None else self._tests.of(self.champion),
         )
 
     def _competitors(self) -> dict[str, _Paired]:
@@ -587,7 +772,7 @@ class ModelTrainer:
             kind=trial_kind or decision.kind,
             reason=decision.reason,
             evidence={**decision.evidence, "decision": decision.kind},
-            lineage=self._lineage(source),
+            lineage=self._lineage.describe(source, events=self.events),
             # A copy, because the live candidate keeps learning after the promotion.
             estimator=copy.deepcopy(candidate),
             rollout=None if trial_kind is None else {"fraction": rollout.trial_fraction},
@@ -597,6 +782,8 @@ class ModelTrainer:
             self._trial = promotion
             return promotion
         self._champion_version = self.latest_version
+        if decision.candidate != self.champion:
+            self._tests.clear()
         self.champion = self._served = decision.candidate
         self.champion_reason = decision.reason
         self._vacated = None
@@ -610,22 +797,7 @@ class ModelTrainer:
         self._served_copy = estimator
         self._served_score = self._new_score()
         self._served_failure = None
-
-    def _lineage(self, source: str) -> dict[str, Any]:
-        # "offset" keys: the registry's readers (and the demo) already read them.
-        first, last = self._positions[source]
-        lineage: dict[str, Any] = {
-            "source": source,
-            "first_offset": first,
-            "last_offset": last,
-            "events": self.events,
-        }
-        if len(self._positions) > 1:
-            lineage["sources"] = [
-                {"source": name, "first_offset": first, "last_offset": last}
-                for name, (first, last) in sorted(self._positions.items())
-            ]
-        return lineage
+        self._tests.forget(_SERVED_COPY)
 
     def candidate(self, name: str) -> Candidate:
         """The live candidate called `name` (it goes on learning; promotions serve copies)."""
@@ -633,11 +805,27 @@ class ModelTrainer:
 
     def last_position(self, source: str) -> int | None:
         """Position of the last event learned from `source`, None if none was."""
-        span = self._positions.get(source)
-        return None if span is None else span[1]
+        return self._lineage.last_position(source)
+
+    def skip(self, source: str, position: int) -> None:
+        """Note in the lineage that the model's event at `position` of `source` was not learned
+        (a duplicate the caller dropped): whoever replays the source must leave it out too."""
+        self._lineage.skipped(source, position)
+
+    @property
+    def lineage(self) -> dict[str, Any]:
+        """The lineage of the trainer's state now, as a promotion would carry it (see
+        `trainers.lineage`)."""
+        return self._lineage.describe(None, events=self.events)
 
     def adopt(
-        self, version: int, candidate: str, reason: str, *, estimator: Candidate | None = None
+        self,
+        version: int,
+        candidate: str,
+        reason: str,
+        *,
+        estimator: Candidate | None = None,
+        origin: Mapping[str, Any] | None = None,
     ) -> None:
         """Make `version` of `candidate` serve as stable: an operator's promote, a rollout or a
         rollback, as the registry says.
@@ -659,6 +847,10 @@ class ModelTrainer:
             metrics describe it. Without it, the served copy is the trial's own copy for a
             rollout, stays as it is when `version` already serves, and is otherwise unknown
             (not tested) until another version serves; the live candidate is kept.
+        origin
+            What the caller knows of where the decision came from (a worker's registry
+            offset), kept as it is in the lineage's ``adoptions``, with the events learned so
+            far, so that a replay adopts the same version at the same point.
 
         Any adoption ends the pending trial (a rollback of the trial adopts the stable version
         again). The version counter never goes back, so the next promotion gets a fresh number;
@@ -667,6 +859,14 @@ class ModelTrainer:
         whose adopted artifact was built with other parameters than configured now) serves, but
         leaves the title vacant.
         """
+        self._lineage.adopted(
+            events=self.events,
+            version=version,
+            candidate=candidate,
+            reason=reason,
+            artifact=estimator is not None,
+            origin=origin,
+        )
         trial, self._trial = self._trial, None
         rolled_out = trial is not None and trial.version == version
         if estimator is None and trial is not None and rolled_out:
@@ -680,6 +880,8 @@ class ModelTrainer:
         self.champion_reason = reason
         self.latest_version = max(version, self.latest_version)
         self._since_promotion = 0
+        # What serves changed hands: the champion's tests start over with it.
+        self._tests.clear()
         configured = self._digests.get(candidate)
         if candidate in self._quarantine:
             self._vacate(f"adopted champion {candidate!r} is quarantined")
@@ -704,6 +906,9 @@ class ModelTrainer:
         """Put `estimator` in place of the live candidate `name`, with a fresh score."""
         self._candidates = [estimator if c.name == name else c for c in self._candidates]
         self._scores[name] = self._new_score()
+        if self._drift is not None:
+            self._drift.forget(name)
+        self._tests.forget(name)
         self._refresh()
 
     def report(self) -> dict[str, Any]:
@@ -800,7 +1005,7 @@ class ModelTrainer:
             raise SnapshotError(f"snapshot holds a {type(trainer).__name__}, not a {cls.__name__}")
         found = getattr(trainer, "_format", 1)
         if found in _UPGRADABLE_FORMATS:
-            trainer._upgrade()
+            trainer._upgrade(found)
         elif found != _SNAPSHOT_FORMAT:
             raise SnapshotError(
                 f"snapshot of model {trainer.spec.name!r} has format {found}, this driftline "
@@ -809,14 +1014,29 @@ class ModelTrainer:
         changes = trainer._reconfigure(spec, frozenset(reset))
         return trainer, changes
 
-    def _upgrade(self) -> None:
-        """Bring a format-2 trainer to the current format: no served copy (its artifact is not
-        in the snapshot) until the next version serves, no trial, learned counts from scores."""
-        self._learned = {name: score.n for name, score in self._scores.items()}
-        self._served_copy = None
-        self._served_score = self._new_score()
-        self._served_failure = None
-        self._trial = None
+    def _upgrade(self, found: int) -> None:
+        """Bring a trainer of format `found` to the current format.
+
+        Format 2: no served copy (its artifact is not in the snapshot) until the next version
+        serves, no trial, learned counts from scores. Formats 2 and 3: no drift monitor yet
+        (`_reconfigure` starts one if the specification asks for it) and no detections. Formats
+        2 to 4: a lineage that knows only the first and last positions learned, and says the
+        model is not verifiable; no paired tests of promotions (they start at the next event,
+        in the first round).
+        """
+        if found == 2:
+            self._learned = {name: score.n for name, score in self._scores.items()}
+            self._served_copy = None
+            self._served_score = self._new_score()
+            self._served_failure = None
+            self._trial = None
+        if found in (2, 3):
+            self._drift = None
+            self._detections = []
+        self._responder = DriftResponder(self.spec.name)
+        self._notices = []
+        self._tests = PairedTests(self.spec.policy.alpha)
+        self._lineage = Lineage.untracked(self.spec, vars(self).pop("_positions"), self.events)
         self._format = _SNAPSHOT_FORMAT
 
     def _reconfigure(self, spec: ModelSpec, reset: frozenset[str]) -> RestoreChanges:
@@ -831,6 +1051,12 @@ class ModelTrainer:
                 "cannot change task (give the model a new name)"
             )
         digests = {table["name"]: candidate_digest(table) for table in spec.candidates}
+        # A reset copy outlives a restart while what it copies is configured unchanged.
+        copies = [
+            table
+            for table in self._responder.copy_tables({t["name"]: t for t in spec.candidates})
+            if self._digests.get(table["name"]) == candidate_digest(table)
+        ]
         changed = {
             name for name, digest in digests.items() if self._digests.get(name, digest) != digest
         }
@@ -844,9 +1070,10 @@ class ModelTrainer:
                 candidates=targets,
             )
         self.spec = spec
+        digests.update((table["name"], candidate_digest(table)) for table in copies)
         started, was_reset, ignored = [], [], []
         candidates = []
-        for table in spec.candidates:
+        for table in (*spec.candidates, *copies):
             name = table["name"]
             kept = self._by_name.get(name)
             if kept is not None and name in reset:
@@ -864,6 +1091,7 @@ class ModelTrainer:
                 self._quarantine.pop(name, None)
             candidates.append(kept)
         dropped = [name for name in self._by_name if name not in digests]
+        self._responder.forget(set(dropped))
         for name in dropped:
             del self._scores[name]
             del self._learned[name]
@@ -876,12 +1104,23 @@ class ModelTrainer:
         self._learned = {candidate.name: self._learned[candidate.name] for candidate in candidates}
         self._candidates = candidates
         self._digests = digests
+        if spec.drift != old.drift or self._drift is None:
+            self._drift = None if spec.drift is None else DriftMonitor(spec.drift)
+        else:
+            for name in (*dropped, *was_reset):
+                self._drift.forget(name)
+        if _test_settings(spec) != _test_settings(old):
+            # Losses on another scale or another level: the old evidence does not carry over.
+            self._tests = PairedTests(spec.policy.alpha)
+        for name in (*dropped, *was_reset):
+            self._tests.forget(name)
         vacated = None
         if self.champion in dropped or self.champion in was_reset:
             vacated = self.champion
             why = "dropped from the configuration" if vacated in dropped else "reset"
             self._vacate(f"champion {vacated!r} was {why}")
         self._refresh()
+        self._lineage.configured(spec, events=self.events, reset=was_reset)
         return RestoreChanges(
             started=tuple(started),
             dropped=tuple(dropped),
@@ -904,6 +1143,12 @@ def _resize(score: PrequentialScore, window: int, history: int) -> None:
     score.window, score.history = window, history
 
 
+def _test_settings(spec: ModelSpec) -> tuple[Any, ...]:
+    """The settings that give the paired tests' losses and level their meaning."""
+    policy = spec.policy
+    return policy.metric, policy.loss_scale, policy.alpha
+
+
 def _setting_changes(old: ModelSpec, new: ModelSpec) -> tuple[str, ...]:
     before, after = _settings(old), _settings(new)
     return tuple(
@@ -917,6 +1162,7 @@ def _settings(spec: ModelSpec) -> Mapping[str, Any]:
         "window": spec.window,
         "champion": spec.champion,
         "refresh_every": spec.refresh_every,
+        "drift": spec.drift,
         **{f"policy.{k}": v for k, v in dataclasses.asdict(spec.policy).items()},
         **{f"rollout.{k}": v for k, v in dataclasses.asdict(spec.rollout).items()},
     }

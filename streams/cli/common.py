@@ -39,13 +39,14 @@ def require_broker(kafka: Mapping[str, Any], *, timeout: float = BROKER_TIMEOUT)
 
     ``kafka`` holds kafka-python settings (:attr:`streams.settings.Settings.kafka`).
     """
-    from streams.stack.broker import broker_answers
+    from streams.stack.broker import connection_problem
 
     security = dict(kafka)
     bootstrap = security.pop("bootstrap_servers")
-    if not broker_answers(bootstrap, timeout_ms=int(timeout * 1000), **security):
+    problem = connection_problem(bootstrap, timeout_ms=int(timeout * 1000), **security)
+    if problem is not None:
         raise BrokerUnreachableError(
-            f"no Kafka broker answers at {bootstrap} within {timeout:g} s: check "
-            f"{BOOTSTRAP_SERVERS_ENV} (or start a local stack with "
-            "'eval \"$(driftline stack up)\"')"
+            f"no Kafka broker answers at {bootstrap} within {timeout:g} s ({problem}): check "
+            f"{BOOTSTRAP_SERVERS_ENV} and KAFKA_SECURITY_*/KAFKA_SASL_*/KAFKA_SSL_* (or start a "
+            "local stack with 'eval \"$(driftline stack up)\"')"
         )

@@ -33,8 +33,11 @@ def _stack(args: argparse.Namespace) -> int:
                 kafka_port=args.kafka_port,
                 redis_port=args.redis_port,
                 with_prometheus=args.with_prometheus,
+                secure=args.secure,
             )
             print(endpoints.shell_lines())
+            for role, env_file in (endpoints.env_files or {}).items():
+                print(f"# the {role}'s environment: . {env_file}", file=sys.stderr)
         elif args.action == "status":
             report = stack.status()
             if not report:
@@ -71,7 +74,12 @@ def _run_faust_worker(
         config = load_config(args.config)
         settings = Settings.from_env()
         kafka = settings.kafka
-        ensure_topics(config.topics, kafka, partitions=config.worker.partitions)
+        ensure_topics(
+            config.topics,
+            kafka,
+            partitions=config.worker.partitions,
+            event_retention_ms=config.worker.event_retention_ms,
+        )
     except (SettingsError, ConfigError) as error:  # ConfigError: a bad model in the file
         return refuse(args.command, error)
     # faust makes an empty "<group>-data" folder in the working directory even with in-memory
@@ -281,6 +289,7 @@ def _demo(args: argparse.Namespace) -> int:
         rate=default_rate if args.rate is None else args.rate,
         seed=args.seed,
         config=args.config,
+        stream=args.stream,
         report_dir=args.report_dir,
         keep_stack=args.keep_stack,
         delayed_labels=args.delayed_labels,
@@ -291,6 +300,9 @@ def _demo(args: argparse.Namespace) -> int:
     except (SettingsError, DemoError, StackError) as error:
         return refuse("demo", error)
 
+
+#: ``trainers.synthetic.KINDS``, spelt out: that module imports river, too slow for ``--help``.
+SYNTHETIC_STREAMS = ("sea", "agrawal", "hyperplane", "friedman")
 
 #: The demo's default pace; with --delayed-labels the scorer also joins every outcome, and the
 #: stream must outlast the two trials, so it goes slower.
@@ -328,6 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with up: also start Prometheus (Debian's package), scraping the workers that "
         "register in the stack's discovery folder, with deploy/prometheus/rules.yml",
+    )
+    stack.add_argument(
+        "--secure",
+        action="store_true",
+        help="with up: Kafka with SASL_SSL (SCRAM), ACLs per role and Redis with TLS and ACL "
+        "users; prints the operator's exports and writes one environment file per role",
     )
     stack.add_argument(
         "--timeout", type=float, default=20.0, help="with down: seconds before a process is killed"
@@ -381,8 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--dataset", help="a dataset river ships, e.g. Phishing")
     source.add_argument(
         "--synthetic",
-        choices=["sea", "agrawal", "hyperplane"],
-        help="a synthetic stream with a concept switch",
+        choices=SYNTHETIC_STREAMS,
+        help="a synthetic stream with a concept switch (friedman: regression)",
     )
     produce.add_argument("--model", default=None, help="model name (default: the source's)")
     produce.add_argument("--label", default="label", help="with --file: the label column")
@@ -454,8 +472,10 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="the whole pipeline on a drifting stream, watched live; writes a report",
         description="Start a trainer and a scoring worker (and the local stack when no "
-        "Kafka/Redis answers), stream a SEA drift dataset, show metrics, promotions and "
-        "predictions live, then write summary.md and rolling_accuracy.png.",
+        "Kafka/Redis answers), stream a drift dataset with a concept switch (SEA for a "
+        "classification model, Friedman for a regression one), show metrics, registry records "
+        "(promotions, drift, actions) and predictions live, then write summary.md and a plot "
+        "of the model's metric (rolling_accuracy.png, rolling_mae.png, ...).",
     )
     demo.add_argument("--events", type=int, default=40_000, help="events to stream")
     demo.add_argument(
@@ -470,7 +490,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=42)
     demo.add_argument(
-        "--config", type=Path, default=None, help="TOML or YAML (default: examples/sea.toml)"
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML or YAML, its first model shown (default: examples/sea.toml; others in "
+        "examples/: drift_actions.toml, regression.toml)",
+    )
+    demo.add_argument(
+        "--stream",
+        choices=SYNTHETIC_STREAMS,
+        default=None,
+        help="the drift stream (default: sea for a classification model, friedman for a "
+        "regression one)",
     )
     demo.add_argument("--report-dir", type=Path, default=Path("driftline-report"))
     demo.add_argument(

@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 
 from streams.registry.records import ArtifactRef, ModelVersion
 from trainers.errors import ArtifactIntegrityError
-from trainers.serialization import dumps, sha256_hex, sign, verify_and_load
+from trainers.serialization import canonical_dumps, sha256_hex, sign, verify_and_load
 
 __all__ = ["Artifact", "artifact_key", "load", "store"]
 
@@ -42,7 +42,7 @@ class Artifact:
     def pack(cls, estimator: Any, *, model: str, version: int, prefix: str, key: bytes) -> Artifact:
         """Serialize ``estimator`` as ``model`` ``version`` and sign it with ``key``; its Redis
         key is in the namespace ``prefix``."""
-        blob = dumps(estimator)
+        blob = canonical_dumps(estimator)
         digest = sha256_hex(blob)
         return cls(
             blob,

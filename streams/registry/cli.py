@@ -11,8 +11,17 @@
     driftline registry rollout MODEL --reason TEXT         # the version on trial becomes stable
     driftline registry rollback MODEL [--to VERSION] --reason TEXT   # default: stop the trial,
                                                                      # else the previous version
+    driftline registry verify MODEL VERSION [--config FILE]  # learn it again: same sha256?
+    driftline registry dataset MODEL VERSION -o FILE         # its training events, JSON lines
 
 A version is written as the tables print it, ``v2``, or as a bare ``2``.
+
+``verify`` replays the version's lineage through a fresh trainer (see
+:mod:`streams.registry.verify`) and prints whether it reproduced the artifact's sha256, or the
+first point where the replay diverged; it exits with status 1 on a mismatch. ``--config FILE``
+replays under that file's configuration of the model instead of the recorded one (and takes the
+file's ``[worker] max_event_bytes``). ``dataset`` writes the events the version learned, in
+learning order, one event of the wire contract per line.
 
 ``show MODEL`` follows the stable record with what serves beside it (the trial: version, arm,
 fraction) and a live section: per (version, arm), the events served, the outcomes joined and the
@@ -138,6 +147,21 @@ def add_registry_parser(
         "stops it; else the one served before the stable one)",
     )
     rollback.add_argument("--reason", required=True, help="why, for the audit log")
+    verify = actions.add_parser(
+        "verify", help="learn a version again from its lineage: does it give the same sha256?"
+    )
+    dataset = actions.add_parser(
+        "dataset", help="write the events a version learned, in order, as JSON lines"
+    )
+    for parser in (verify, dataset):
+        parser.add_argument("model")
+        parser.add_argument("version", type=parse_version)
+        parser.add_argument(
+            "--config",
+            default=None,
+            help="replay under this configuration file's model instead of the recorded one",
+        )
+    dataset.add_argument("-o", "--output", required=True, help="the JSON lines file to write")
     registry.set_defaults(handler=handler)
 
 
@@ -153,15 +177,15 @@ def run(args: argparse.Namespace) -> int:
         settings = Settings.from_env()
         require_broker(settings.kafka)
         with RegistryClient(settings=settings) as client:
-            act(client, args)
+            return act(client, args)
     except (RegistryError, SettingsError, KafkaError, ValueError) as error:
         return refuse(f"registry {args.action}", error)
-    return 0
 
 
-def act(client: RegistryClient, args: argparse.Namespace) -> None:
-    """Carry out ``args.action`` with ``client``; the registry's errors propagate."""
-    _ACTIONS[args.action](client, args)
+def act(client: RegistryClient, args: argparse.Namespace) -> int:
+    """Carry out ``args.action`` with ``client``; returns the exit status (1: a version that
+    does not verify), the registry's errors propagate."""
+    return _ACTIONS[args.action](client, args) or 0
 
 
 def previous_version(history: list[ModelVersion]) -> int:
@@ -417,7 +441,53 @@ def _cell(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
-_ACTIONS: dict[str, Callable[[RegistryClient, argparse.Namespace], None]] = {
+def _replay_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The configuration to replay with: the file's, if given, else the recorded one."""
+    from streams.config import WorkerSettings, load_config
+
+    if args.config is None:
+        return {"max_event_bytes": WorkerSettings().max_event_bytes}
+    config = load_config(args.config)
+    if args.model not in config.models:
+        raise ValueError(f"{args.config} configures no model {args.model!r}")
+    return {"spec": config.models[args.model], "max_event_bytes": config.worker.max_event_bytes}
+
+
+def _verify(client: RegistryClient, args: argparse.Namespace) -> int:
+    result = client.replay(args.model, args.version, **_replay_options(args))
+    versions = ", ".join(f"v{version}" for version in result.compared)
+    if result.matches:
+        print(
+            f"{args.model} v{args.version}: match, sha256 {result.recorded_sha256} reproduced "
+            f"from {result.events} events (versions compared: {versions})"
+        )
+        return 0
+    print(f"{args.model} v{args.version}: MISMATCH, {result.divergence}")
+    return 1
+
+
+def _dataset(client: RegistryClient, args: argparse.Namespace) -> int:
+    import orjson
+
+    with open(args.output, "wb") as output:
+        result = client.replay(
+            args.model,
+            args.version,
+            on_learned=lambda event: output.write(orjson.dumps(event.to_json_object()) + b"\n"),
+            **_replay_options(args),
+        )
+    if not result.matches:
+        print(
+            f"{args.model} v{args.version}: the replay does not match the record "
+            f"({result.divergence}); {args.output} holds what it learned",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"{args.output}: {result.events} events of {args.model} v{args.version}")
+    return 0
+
+
+_ACTIONS: dict[str, Callable[[RegistryClient, argparse.Namespace], int | None]] = {
     "ls": _ls,
     "show": _show,
     "history": _history,
@@ -425,4 +495,6 @@ _ACTIONS: dict[str, Callable[[RegistryClient, argparse.Namespace], None]] = {
     "promote": _promote,
     "rollout": _rollout,
     "rollback": _rollback,
+    "verify": _verify,
+    "dataset": _dataset,
 }

@@ -28,8 +28,10 @@ signing key too.
 Every default comes from the environment, like the workers' (:class:`streams.settings.Settings`):
 ``KAFKA_BOOTSTRAP_SERVERS`` (plus ``KAFKA_SECURITY_*``/``KAFKA_SASL_*``/``KAFKA_SSL_*``),
 ``DRIFTLINE_TOPIC_PREFIX``, ``REDIS_URL``, ``DRIFTLINE_REDIS_PREFIX``, ``DRIFTLINE_SIGNING_KEY``
-(or ``..._FILE``) and, for manual records, ``DRIFTLINE_OPERATOR``. Redis is only needed by
-``load``.
+(or ``..._FILE``) and, for manual records on a plaintext cluster, ``DRIFTLINE_OPERATOR``: on an
+authenticated connection a manual record's ``operator`` is the principal the broker knows the
+client as (:func:`streams.settings.authenticated_principal`), with ``operator_verified: true``.
+Redis is only needed by ``load``.
 
 Reading the history scans the registry topic from its beginning on every call: the registry
 holds one small record per promotion, and a fresh scan is never stale. ``live`` scans the metrics
@@ -44,7 +46,7 @@ import logging
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import redis
@@ -53,6 +55,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from streams.closing import ClosedOnExit
 from streams.registry import artifacts
 from streams.registry.records import (
+    INFORMATIONAL_KINDS,
     ModelVersion,
     RecordKind,
     ServingState,
@@ -64,9 +67,12 @@ from streams.registry.records import (
     serving_records,
     serving_state,
 )
-from streams.settings import Settings
+from streams.settings import Settings, authenticated_principal
 from trainers.candidates import Candidate
 from trainers.errors import ArtifactIntegrityError
+
+if TYPE_CHECKING:
+    from streams.registry.verify import Replay
 
 __all__ = [
     "LIVE_KIND",
@@ -236,7 +242,11 @@ class RegistrySubscription(ClosedOnExit):
             for message in batches[tp]:
                 where = f"{tp.topic}[{tp.partition}]@{message.offset}"
                 record = parse_record(
-                    message.value, where=where, key=self._key, on_refused=self._refuse
+                    message.value,
+                    where=where,
+                    key=self._key,
+                    on_refused=self._refuse,
+                    offset=message.offset,
                 )
                 if record is not None:
                     records.append(record)
@@ -326,9 +336,12 @@ class RegistryClient(ClosedOnExit):
         return [record for record in self._records() if record.model == model]
 
     def latest(self, model: str) -> ModelVersion | None:
-        """The record of the version serving ``model`` now (its last record), or None."""
-        history = self.history(model)
-        return history[-1] if history else None
+        """The last record of ``model`` that changed what serves it (drift, action and alert
+        records change nothing, and are passed over), or None."""
+        changes = [
+            record for record in self.history(model) if record.kind not in INFORMATIONAL_KINDS
+        ]
+        return changes[-1] if changes else None
 
     def serving(self) -> dict[str, ModelVersion]:
         """The record of the stable version of every model."""
@@ -378,6 +391,21 @@ class RegistryClient(ClosedOnExit):
         """Follow the registry: records published from now on, or all of them first."""
         return RegistrySubscription(
             self.topic, self.kafka, key=self._key(), from_beginning=from_beginning
+        )
+
+    def replay(self, model: str, version: int, **options: Any) -> Replay:
+        """Learn ``version`` of ``model`` again from its lineage and compare it with the record
+        (:func:`streams.registry.verify.replay`, which takes the ``options``)."""
+        from streams.registry.verify import replay
+
+        return replay(
+            model,
+            version,
+            kafka=self.kafka,
+            registry_topic=self.topic,
+            signing_key=self._key(),
+            redis_client=self._redis_client(),
+            **options,
         )
 
     def load(self, version: ModelVersion) -> Candidate:
@@ -470,12 +498,16 @@ class RegistryClient(ClosedOnExit):
         target = _original(history, model, version)
         state = serving_state(history)[model]
         _refuse_pointless(state, version, kind, rollout)
+        # On an authenticated connection the operator is whom the broker knows; the environment
+        # names one only on a plaintext cluster, and the record says so.
+        principal = authenticated_principal(self.kafka)
         record = manual_record(
             target,
             kind=kind,
             previous_version=_replaced_version(state, version, kind),
             reason=reason,
-            operator=default_operator(),
+            operator=principal or default_operator(),
+            operator_verified=principal is not None,
             rollout=rollout,
         ).signed(self._key())
         producer = KafkaProducer(acks="all", **self.kafka)
@@ -527,8 +559,10 @@ def _original(history: list[ModelVersion], model: str, version: int) -> ModelVer
     """The trainer's record of ``version`` in ``model``'s history (manual records repeat it)."""
     if not history:
         raise UnknownModelError(model)
-    for record in history:
-        if record.version == version and not record.is_manual:
+    # Manual records repeat a version; alerts and notices name the one serving when made.
+    issued = [r for r in history if not r.is_manual and r.kind not in INFORMATIONAL_KINDS]
+    for record in issued:
+        if record.version == version:
             return record
-    known = sorted({record.version for record in history if not record.is_manual})
+    known = sorted({record.version for record in issued})
     raise UnknownVersionError(model, version, known)

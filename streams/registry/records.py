@@ -8,8 +8,26 @@ Only trainers issue version numbers (:class:`RecordKind` ``initial`` or ``challe
 operator's promote or rollback is a *manual record* (``manual`` or ``rollback``, see
 :func:`manual_record`) that says "version V serves now": it repeats V's number, candidate,
 artifact and lineage, names the version it replaces in ``previous_version`` and who did it in
-``operator``. The version serving a model is the version of that model's LAST record in log
-order (:func:`serving_records`), so a trainer's next promotion supersedes a manual one.
+``operator`` (``operator_verified`` says whether the broker authenticated that name). The
+version serving a model is the version of that model's LAST record in log order
+(:func:`serving_records`), so a trainer's next promotion supersedes a manual one.
+
+Trainers also publish *notices* on the registry topic, in the same signed form: ``drift`` (a
+drift detector fired: the detector, the candidate whose loss drifted, the event's position and
+the detector's evidence) and ``action`` (a reset copy, a refit, a shortened cooldown, or one the
+rate limit suppressed, with ``evidence["cause"]`` the sequence of its drift notice); see
+:mod:`trainers.actions`. They live here rather than on a topic of their own so that the audit
+log of a model reads in one place and in order (a drift, its actions, the promotion they led to).
+A notice changes nothing that serves (:data:`INFORMATIONAL_KINDS`, like ``alert``): it repeats
+the version serving when it was made, names no artifact (:data:`NO_ARTIFACT`), and is identified
+by ``(model, evidence["sequence"])``, numbered 1, 2, ... per model by the trainer, so that the
+trainer worker publishes each exactly once (:mod:`streams.workers.outbox`).
+
+A trainer's record carries the complete ``lineage`` of its version (:mod:`trainers.lineage`:
+the positions learned and skipped, the records obeyed by their :attr:`ModelVersion.offset`, the
+configuration), and ``libraries`` the code that learned it, so that ``driftline registry verify``
+can learn it again (:mod:`streams.registry.verify`); records published before that lack it and
+are refused by name there, not misread.
 
 Every record is signed (:meth:`ModelVersion.signed`) with the deployment's key, the one that
 signs artifacts: an HMAC-SHA256 over the scheme ``driftline-record/1`` and the canonical JSON of
@@ -29,30 +47,38 @@ still verify (and ignore) newer records.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import getpass
 import hmac
 import logging
 import os
 import platform
+import subprocess
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import TopicAuthorizationFailedError
 
 from trainers.errors import ArtifactIntegrityError
 from trainers.serialization import hmac_sha256_hex
 
 if TYPE_CHECKING:
+    from trainers.actions import Notice
     from trainers.trainer import Promotion
 
 __all__ = [
+    "INFORMATIONAL_KINDS",
     "MANUAL_KINDS",
+    "NOTICE_KINDS",
+    "NO_ARTIFACT",
     "OPERATOR_ENV",
     "OPERATOR_KINDS",
     "RECORD_SIGNATURE_SCHEME",
@@ -95,6 +121,10 @@ class RecordKind(StrEnum):
     """Back to an earlier version as stable; a trial running is stopped."""
     ALERT = "alert"
     """The stable version's live metric fell below its own level: no change of what serves."""
+    DRIFT = "drift"
+    """A trainer's drift detector fired (a notice, see :data:`NOTICE_KINDS`)."""
+    ACTION = "action"
+    """What a trainer did about a drift, or that the rate limit stopped (a notice)."""
 
 
 NEW_VERSION_KINDS = frozenset(
@@ -119,6 +149,15 @@ which the trainer adopts as its champion); they never issue a version number."""
 OPERATOR_KINDS = MANUAL_KINDS | TRIAL_KINDS | {RecordKind.ROLLOUT}
 """Kinds an operator may publish (:func:`manual_record`): the manual ones, a trial of an existing
 version, and the end of a trial. Repeating a version, none of them issues a number."""
+
+NOTICE_KINDS = frozenset({RecordKind.DRIFT, RecordKind.ACTION})
+"""Kinds of a trainer's notices (:class:`trainers.actions.Notice`): they name no artifact
+(:data:`NO_ARTIFACT`), repeat the version serving when they were made, and are numbered per model
+by ``evidence["sequence"]`` (:attr:`ModelVersion.notice_sequence`), their identity."""
+
+INFORMATIONAL_KINDS = NOTICE_KINDS | {RecordKind.ALERT}
+"""Kinds that change nothing that serves: :func:`serving_state` and the readers of artifacts skip
+them."""
 
 OPERATOR_ENV = "DRIFTLINE_OPERATOR"
 
@@ -147,6 +186,10 @@ class ArtifactRef:
     signature: str
 
 
+NO_ARTIFACT = ArtifactRef(key="", sha256="", size=0, signature="")
+"""The artifact a notice names: none."""
+
+
 @dataclass(frozen=True)
 class ModelVersion:
     """One record of the registry topic; ``signature`` is None until :meth:`signed`."""
@@ -166,6 +209,11 @@ class ModelVersion:
     rollout: dict[str, Any] | None = None
     """For a trial (``canary``, ``shadow``): ``{"fraction": f}`` of the events it serves (1.0 for
     a shadow, which scores all of them and serves none)."""
+    operator_verified: bool | None = None
+    """For a manual record: whether ``operator`` is the principal the broker authenticated the
+    publisher as (True), or a name from the environment (False, a plaintext cluster). None in a
+    trainer's record, and in manual records written before the field existed: left out of the
+    published JSON then, so that their signatures still verify."""
     signature: str | None = None
 
     def __post_init__(self) -> None:
@@ -191,6 +239,33 @@ class ModelVersion:
             rollout=None if rollout is None else dict(rollout),
         )
 
+    @classmethod
+    def from_notice(cls, notice: Notice, version: int) -> ModelVersion:
+        """The (unsigned) record of a trainer's drift or action ``notice``, made while
+        ``version`` served (0 before the first); its sequence number goes in the evidence."""
+        return cls(
+            model=notice.model,
+            version=version,
+            kind=RecordKind(notice.kind),
+            candidate={"name": notice.candidate},
+            previous_version=None,
+            reason=notice.reason,
+            evidence={"sequence": notice.sequence, **notice.evidence},
+            lineage=notice.lineage,
+            artifact=NO_ARTIFACT,
+        )
+
+    @property
+    def notice_sequence(self) -> int | None:
+        """A notice's number among its model's notices (its identity); None for other kinds."""
+        return self.evidence.get("sequence") if self.kind in NOTICE_KINDS else None
+
+    @property
+    def offset(self) -> int | None:
+        """The record's offset in the registry topic, when it was read there (None otherwise):
+        the trainer's lineage names the records it obeyed by it."""
+        return getattr(self, "_offset", None)
+
     @property
     def is_manual(self) -> bool:
         """Whether an operator published this record (a promote or a rollback)."""
@@ -213,7 +288,14 @@ class ModelVersion:
             )
 
     def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self), option=orjson.OPT_SERIALIZE_NUMPY)
+        return orjson.dumps(self._published_fields(), option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def _published_fields(self) -> dict[str, Any]:
+        fields = asdict(self)
+        for name in _OMITTED_WHEN_NONE:
+            if fields[name] is None:
+                del fields[name]
+        return fields
 
     @classmethod
     def from_json(cls, raw: bytes) -> ModelVersion:
@@ -231,7 +313,7 @@ class ModelVersion:
         return record
 
     def _signed_message(self) -> bytes:
-        content = {**getattr(self, "_unknown_fields", {}), **asdict(self)}
+        content = {**getattr(self, "_unknown_fields", {}), **self._published_fields()}
         del content["signature"]
         # A JSON round trip first, so that the signer hashes what a reader will parse (numpy
         # scalars become numbers, tuples lists); sorted keys make the encoding canonical.
@@ -244,6 +326,9 @@ class ModelVersion:
 
 
 _FIELD_NAMES = frozenset(ModelVersion.__dataclass_fields__)
+# Fields added after records were first signed: absent from older records, so absent from the
+# JSON (and the signed message) of every record that leaves them unset.
+_OMITTED_WHEN_NONE = ("operator_verified",)
 
 
 def default_operator(environ: Mapping[str, str] | None = None) -> str:
@@ -264,6 +349,7 @@ def manual_record(
     previous_version: int | None,
     reason: str,
     operator: str,
+    operator_verified: bool = False,
     rollout: Mapping[str, Any] | None = None,
 ) -> ModelVersion:
     """The record that makes ``target`` (a trainer's record) serve again, by an operator's hand:
@@ -273,8 +359,9 @@ def manual_record(
     It repeats ``target``'s version, candidate, artifact, lineage and libraries: manual records
     never issue a version number, and the artifact stays the one the trainer signed. A trial
     needs ``rollout={"fraction": f}``, 0 < f <= 1 (1 for a shadow, which scores every event); no
-    other kind takes one. The record is unsigned: sign it (:meth:`ModelVersion.signed`) before
-    publishing it.
+    other kind takes one. ``operator_verified`` says whether ``operator`` is the principal the
+    broker authenticated (see :attr:`ModelVersion.operator_verified`). The record is unsigned:
+    sign it (:meth:`ModelVersion.signed`) before publishing it.
     """
     kind = RecordKind(kind)
     if kind not in OPERATOR_KINDS:
@@ -297,6 +384,7 @@ def manual_record(
         # What trained the artifact, not what publishes the record: it is the same artifact.
         libraries=target.libraries,
         operator=operator,
+        operator_verified=operator_verified,
         rollout=None if rollout is None else dict(rollout),
     )
 
@@ -337,9 +425,10 @@ class ServingState:
 def serving_state(records: Iterable[ModelVersion]) -> dict[str, ServingState]:
     """Per model, what its records (in log order) say serves now.
 
-    A record that is not an ``alert`` or a trial makes its version the stable one and ends any
-    trial; a ``canary`` or ``shadow`` record puts its version on trial beside the stable one
-    (or makes it stable, for a model that has none yet).
+    A record that is not informational (an ``alert``, a ``drift`` or an ``action``: see
+    :data:`INFORMATIONAL_KINDS`) or a trial makes its version the stable one and ends any trial;
+    a ``canary`` or ``shadow`` record puts its version on trial beside the stable one (or makes
+    it stable, for a model that has none yet).
 
     >>> ref = ArtifactRef(key="k", sha256="0", size=1, signature="s")
     >>> def record(version, kind):
@@ -354,7 +443,7 @@ def serving_state(records: Iterable[ModelVersion]) -> dict[str, ServingState]:
     states: dict[str, ServingState] = {}
     for record in records:
         current = states.get(record.model)
-        if record.kind is RecordKind.ALERT:
+        if record.kind in INFORMATIONAL_KINDS:
             continue
         if record.kind in TRIAL_KINDS and current is not None:
             states[record.model] = ServingState(current.stable, record)
@@ -364,14 +453,40 @@ def serving_state(records: Iterable[ModelVersion]) -> dict[str, ServingState]:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of what trained and can load an artifact."""
+    """Versions of what trained and can load an artifact; ``driftline-revision`` is the git
+    revision of driftline's source when it runs from a repository (an editable install), with
+    ``-dirty`` when the source differs from it."""
     versions = {"python": platform.python_version()}
     for package in ("driftline", "river", "scikit-learn", "numpy"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = "absent"
+    revision = source_revision()
+    if revision is not None:
+        versions["driftline-revision"] = revision
     return versions
+
+
+@functools.cache
+def source_revision() -> str | None:
+    """The git revision driftline's source is at, None when it is not a git work tree (an
+    installed wheel) or git is not installed."""
+    source = Path(__file__).resolve().parents[2]
+    if not (source / ".git").exists():
+        return None
+    try:
+        described = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=40"],
+            cwd=source,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return described.stdout.strip() or None
 
 
 def verified(records: Iterable[ModelVersion], key: bytes) -> list[ModelVersion]:
@@ -391,7 +506,10 @@ def read_to_end(
     topic: str, kafka: Mapping[str, Any], *, timeout_ms: int = 10_000
 ) -> Iterator[ConsumerRecord]:
     """Every record of ``topic`` from its beginning to its end as it was when reading started,
-    partition by partition; nothing for a topic that does not exist (it is not created)."""
+    partition by partition; nothing for a topic that does not exist (it is not created).
+
+    Raises ``TopicAuthorizationFailedError`` when the broker does not let this client read
+    ``topic``: an empty answer would claim the topic holds nothing."""
     consumer = KafkaConsumer(
         enable_auto_commit=False,
         allow_auto_create_topics=False,
@@ -402,6 +520,7 @@ def read_to_end(
         partitions = consumer.partitions_for_topic(topic) or set()
         assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
         if not assigned:
+            _refuse_if_hidden(topic, kafka)
             return
         consumer.assign(assigned)
         consumer.seek_to_beginning(*assigned)
@@ -422,6 +541,19 @@ def read_to_end(
         consumer.close()
 
 
+def _refuse_if_hidden(topic: str, kafka: Mapping[str, Any]) -> None:
+    """Raise ``TopicAuthorizationFailedError`` if the broker's ACLs hide ``topic`` from this
+    client: its metadata of all topics leaves such a topic out, as if it did not exist, and only
+    a request naming the topic says why."""
+    admin = KafkaAdminClient(**kafka)
+    try:
+        (description,) = admin.describe_topics([topic])
+    finally:
+        admin.close()
+    if description["error_code"] == TopicAuthorizationFailedError.errno:
+        raise TopicAuthorizationFailedError({topic})
+
+
 def read_registry(
     topic: str, kafka: Mapping[str, Any], *, key: bytes, timeout_ms: int = 10_000
 ) -> Iterator[ModelVersion]:
@@ -435,7 +567,7 @@ def read_registry(
     """
     for record in read_to_end(topic, kafka, timeout_ms=timeout_ms):
         where = f"{topic}[{record.partition}]@{record.offset}"
-        parsed = parse_record(record.value, where=where, key=key)
+        parsed = parse_record(record.value, where=where, key=key, offset=record.offset)
         if parsed is not None:
             yield parsed
 
@@ -446,17 +578,20 @@ def parse_record(
     where: str,
     key: bytes,
     on_refused: Callable[[ModelVersion, RecordSignatureError], None] | None = None,
+    offset: int | None = None,
 ) -> ModelVersion | None:
     """A registry record's value as a :class:`ModelVersion`, or None (logged) if it is not one
     or nobody with ``key`` signed it; ``where`` says where it was read, for the log.
 
-    ``on_refused``, when given, is told of each record that does not verify instead of the log.
+    ``on_refused``, when given, is told of each record that does not verify instead of the log;
+    ``offset``, the record's offset in the topic, becomes :attr:`ModelVersion.offset`.
     """
     try:
         record = ModelVersion.from_json(raw or b"")
     except (AttributeError, KeyError, TypeError, ValueError) as error:  # JSONDecodeError too
         log.error("skipping malformed registry record %s: %s", where, error)
         return None
+    object.__setattr__(record, "_offset", offset)
     try:
         record.verify(key)
     except RecordSignatureError as error:

@@ -14,6 +14,12 @@ is refused (:class:`PortConflictError`) rather than answered with the running st
 ``down`` names the driftline workers that still use the stack (:mod:`streams.stack.clients`),
 which will retry against it until they are stopped.
 
+``up --secure`` starts a secured stack instead (:mod:`streams.stack.security`): Kafka speaks
+SASL_SSL with a SCRAM user per role and enforces ACLs, Redis speaks TLS with an ACL user per role.
+It writes one environment file per role (``secure/<role>.env``) and prints the operator's
+``export`` lines. A stack is secured or not for its whole life: ``up`` with the other choice is
+refused until it is stopped.
+
 ``up --with-prometheus`` adds a Prometheus server (:mod:`streams.stack.prometheus`) that
 scrapes the workers registered in the stack's discovery folder (``metrics-sd/``, exported as
 ``DRIFTLINE_METRICS_SD_DIR``) and evaluates the repository's alert rules. The default stack does
@@ -32,20 +38,25 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shlex
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+from streams.config import WorkerSettings
 from streams.settings import (
     BOOTSTRAP_SERVERS_ENV,
+    DEFAULT_REDIS_PREFIX,
     METRICS_SD_DIR_ENV,
+    REDIS_PREFIX_ENV,
     REDIS_URL_ENV,
     SIGNING_KEY_FILE_ENV,
 )
-from streams.stack import broker, prometheus, redis_server
+from streams.stack import broker, prometheus, redis_server, security
 from streams.stack.clients import StackClient, find_clients
 from streams.stack.process import MissingToolError, StackError, free_port, is_alive, stop
+from streams.stack.security import BROKER_USER, StackSecrets
+from streams.topics import Topics
 
 __all__ = [
     "PROMETHEUS_URL_ENV",
@@ -53,8 +64,10 @@ __all__ = [
     "LocalStack",
     "MissingToolError",
     "PortConflictError",
+    "SecurityMismatchError",
     "StackClient",
     "StackError",
+    "StackSecrets",
     "default_state_dir",
 ]
 
@@ -65,6 +78,10 @@ PROMETHEUS_URL_ENV = "DRIFTLINE_PROMETHEUS_URL"
 
 class PortConflictError(StackError):
     """``up`` was asked for a port other than the one the running stack listens on."""
+
+
+class SecurityMismatchError(StackError):
+    """``up`` was asked for a secured stack where a plaintext one runs, or the reverse."""
 
 
 def default_state_dir() -> Path:
@@ -86,17 +103,25 @@ class Endpoints:
     prometheus_url: str | None = None
     metrics_sd_dir: Path | None = None
     """The folder workers register in for Prometheus (with ``prometheus_url`` only)."""
+    kafka_security: dict[str, str] | None = None
+    """``KAFKA_SECURITY_*``, ``KAFKA_SASL_*`` and ``KAFKA_SSL_*`` variables (secured stack)."""
+    env_files: dict[str, Path] | None = None
+    """A secured stack's environment file per role (``trainer``, ``scorer``, ...)."""
 
     def shell_lines(self) -> str:
         """``export`` lines, so that ``eval "$(driftline stack up)"`` sets them for every command
         run from that shell afterwards (a bare assignment would not reach child processes)."""
-        settings = {BOOTSTRAP_SERVERS_ENV: self.kafka_bootstrap, REDIS_URL_ENV: self.redis_url}
+        settings = {
+            BOOTSTRAP_SERVERS_ENV: self.kafka_bootstrap,
+            **(self.kafka_security or {}),
+            REDIS_URL_ENV: self.redis_url,
+        }
         if self.signing_key_file is not None:
             settings[SIGNING_KEY_FILE_ENV] = str(self.signing_key_file)
         if self.prometheus_url is not None and self.metrics_sd_dir is not None:
             settings[PROMETHEUS_URL_ENV] = self.prometheus_url
             settings[METRICS_SD_DIR_ENV] = str(self.metrics_sd_dir)
-        return "\n".join(f"export {name}={shlex.quote(value)}" for name, value in settings.items())
+        return security.export_lines(settings)
 
 
 @dataclass
@@ -116,11 +141,18 @@ class LocalStack:
         Folder for the state file, data and logs; defaults to :func:`default_state_dir`.
     host
         Loopback address to bind.
+
+    Attributes
+    ----------
+    secrets
+        The secured stack's certificates, passwords and environment files (used only by a stack
+        started with ``up(secure=True)``).
     """
 
     def __init__(self, state_dir: Path | None = None, *, host: str = "127.0.0.1") -> None:
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.host = host
+        self.secrets = StackSecrets(self.state_dir / "secure")
 
     @property
     def _state_file(self) -> Path:
@@ -162,15 +194,39 @@ class LocalStack:
         service = services.get("prometheus")
         return None if service is None else f"http://{self.host}:{service.port}"
 
+    @property
+    def secure(self) -> bool:
+        """Whether this stack was started secured (``up(secure=True)``)."""
+        return self.secrets.exists()
+
     def _endpoints(self, services: dict[str, _Service]) -> Endpoints:
+        """The operator's endpoints on a secured stack; everything on a plaintext one."""
         prometheus_url = self._prometheus_url(services)
+        kafka_bootstrap = f"{self.host}:{services['kafka'].port}"
+        redis_port = services["redis"].port
+        redis_url = f"redis://{self.host}:{redis_port}/0"
+        kafka_security, env_files = None, None
+        if self.secure:
+            redis_url = self.secrets.redis_url("operator", host=self.host, port=redis_port)
+            kafka_security = {
+                f"KAFKA_{name.upper()}": str(value)
+                for name, value in self.secrets.kafka_settings("operator").items()
+            }
+            env_files = {role: self.secrets.env_file(role) for role in security.ROLES}
         return Endpoints(
-            kafka_bootstrap=f"{self.host}:{services['kafka'].port}",
-            redis_url=f"redis://{self.host}:{services['redis'].port}/0",
+            kafka_bootstrap=kafka_bootstrap,
+            redis_url=redis_url,
             signing_key_file=self._ensure_signing_key(),
             prometheus_url=prometheus_url,
             metrics_sd_dir=self.metrics_sd_dir if prometheus_url else None,
+            kafka_security=kafka_security,
+            env_files=env_files,
         )
+
+    def admin_settings(self) -> dict[str, Any]:
+        """kafka-python settings of the broker's own (super) user on a secured stack; none on a
+        plaintext one. For the stack's own probes and for tests, never for workers."""
+        return self.secrets.kafka_settings(BROKER_USER) if self.secure else {}
 
     def _healthy(self, services: dict[str, _Service]) -> bool:
         """Whether Kafka and Redis run and answer (Prometheus, optional, is checked apart)."""
@@ -179,9 +235,9 @@ class LocalStack:
         if not all(is_alive(services[name].pid) for name in ("kafka", "redis")):
             return False
         endpoints = self._endpoints(services)
-        return broker.broker_answers(endpoints.kafka_bootstrap) and redis_server.answers(
-            endpoints.redis_url
-        )
+        return broker.broker_answers(
+            endpoints.kafka_bootstrap, **self.admin_settings()
+        ) and redis_server.answers(endpoints.redis_url)
 
     def up(
         self,
@@ -189,19 +245,32 @@ class LocalStack:
         kafka_port: int | None = None,
         redis_port: int | None = None,
         with_prometheus: bool = False,
+        secure: bool = False,
     ) -> Endpoints:
         """Start the broker and Redis (or reuse a healthy running pair) and wait until ready;
-        with ``with_prometheus``, a Prometheus server too (added to a running stack).
+        with ``with_prometheus``, a Prometheus server too (added to a running stack); with
+        ``secure``, secured (see the module docstring), with the driftline topics created and
+        the ACLs of :func:`streams.stack.security.role_acls` for the default consumer groups.
 
         Raises :class:`PortConflictError` if a healthy stack runs with another port than
         ``kafka_port`` or ``redis_port``: reusing it would hand out addresses the caller did
-        not ask for, and replacing it would pull it from under its workers.
+        not ask for, and replacing it would pull it from under its workers. Raises
+        :class:`SecurityMismatchError` likewise if it is secured and ``secure`` is false, or
+        the reverse.
         """
         services = self._load()
         if services and self._healthy(services):
             self._check_ports(services, kafka=kafka_port, redis=redis_port)
+            if secure != self.secure:
+                raise SecurityMismatchError(
+                    f"the local stack at {self.state_dir} runs "
+                    f"{'secured' if self.secure else 'without security'}; stop it first "
+                    f"(driftline stack down) to start it {'secured' if secure else 'plaintext'}"
+                )
         else:
-            services = self._start(kafka_port=kafka_port, redis_port=redis_port)
+            services = self._start(kafka_port=kafka_port, redis_port=redis_port, secure=secure)
+            if secure:
+                self.grant(Topics.from_env())
         if with_prometheus:
             self._ensure_prometheus(services)
         return self._endpoints(services)
@@ -225,10 +294,53 @@ class LocalStack:
         url = f"http://{self.host}:{service.port}"
         prometheus.wait_until_ready(service.pid, url, root / "prometheus.log")
 
-    def _start(self, *, kafka_port: int | None, redis_port: int | None) -> dict[str, _Service]:
+    def grant(
+        self,
+        topics: Topics,
+        *,
+        trainer_group: str = WorkerSettings.group,
+        scorer_group: str | None = None,
+        partitions: int = WorkerSettings.partitions,
+    ) -> None:
+        """On a secured stack, create ``topics`` and the ACLs that let each role use them, for
+        workers in ``trainer_group`` and ``scorer_group`` (default: the trainer's group with
+        ``-scorer``, as :func:`streams.workers.scorer.create_app` names it). Idempotent; topics
+        that exist keep their partitions."""
+        from streams.admin import ensure_topics
+
+        if not self.secure:
+            raise StackError(f"the local stack at {self.state_dir} is not secured: no ACLs")
+        bootstrap = f"{self.host}:{self._service('kafka').port}"
+        admin = {"bootstrap_servers": bootstrap, **self.admin_settings()}
+        ensure_topics(topics, admin, partitions=partitions)
+        security.create_acls(
+            bootstrap,
+            self.secrets,
+            security.role_acls(
+                topics,
+                trainer_group=trainer_group,
+                scorer_group=scorer_group or f"{trainer_group}-scorer",
+            ),
+        )
+
+    def _service(self, name: str) -> _Service:
+        services = self._load()
+        if name not in services:
+            raise StackError(f"no {name} in the local stack at {self.state_dir}")
+        return services[name]
+
+    def _start(
+        self, *, kafka_port: int | None, redis_port: int | None, secure: bool = False
+    ) -> dict[str, _Service]:
         services = self._load()
         if services:
             self.down()
+        if secure:
+            self.secrets.create(host=self.host)
+            self.secrets.check_certificate()
+        else:
+            # Secrets kept from an earlier secured stack (down --keep-data) would secure Redis.
+            shutil.rmtree(self.secrets.folder, ignore_errors=True)
         kafka_root = self.state_dir / "kafka"
         redis_root = self.state_dir / "redis"
         services = {
@@ -242,7 +354,10 @@ class LocalStack:
         }
         try:
             services["redis"].pid = redis_server.start(
-                redis_root, host=self.host, port=services["redis"].port
+                redis_root,
+                host=self.host,
+                port=services["redis"].port,
+                security=self._redis_security(),
             )
             self._save(services)
             layout = broker.BrokerLayout(kafka_root)
@@ -251,17 +366,42 @@ class LocalStack:
                 host=self.host,
                 port=services["kafka"].port,
                 controller_port=services["kafka"].controller_port,
+                secrets=self.secrets if secure else None,
             )
             self._save(services)
             endpoints = self._endpoints(services)
             redis_server.wait_until_ready(
                 services["redis"].pid, endpoints.redis_url, redis_root / "redis.log"
             )
-            broker.wait_until_ready(services["kafka"].pid, endpoints.kafka_bootstrap, layout.log)
+            broker.wait_until_ready(
+                services["kafka"].pid,
+                endpoints.kafka_bootstrap,
+                layout.log,
+                **self.admin_settings(),
+            )
+            if secure:
+                self.secrets.write_env_files(
+                    kafka_bootstrap=endpoints.kafka_bootstrap,
+                    redis_host=self.host,
+                    redis_port=services["redis"].port,
+                    signing_key_file=self.signing_key_file,
+                )
         except BaseException:
             self.down()
             raise
         return services
+
+    def _redis_security(self) -> redis_server.RedisSecurity | None:
+        if not self.secure:
+            return None
+        return redis_server.RedisSecurity(
+            certificate=self.secrets.broker_certificate,
+            key=self.secrets.broker_key,
+            ca_certificate=self.secrets.ca_certificate,
+            acl_lines=security.redis_acl_lines(
+                self.secrets, key_prefix=os.environ.get(REDIS_PREFIX_ENV, DEFAULT_REDIS_PREFIX)
+            ),
+        )
 
     def _check_ports(self, services: dict[str, _Service], **wanted: int | None) -> None:
         for name, port in wanted.items():
@@ -287,13 +427,13 @@ class LocalStack:
             alive = service.pid > 0 and is_alive(service.pid)
             if name == "kafka":
                 address = f"{self.host}:{service.port}"
-                answers = alive and broker.broker_answers(address)
+                answers = alive and broker.broker_answers(address, **self.admin_settings())
             elif name == "prometheus":
                 address = f"http://{self.host}:{service.port}"
                 answers = alive and prometheus.answers(address)
             else:
-                address = f"redis://{self.host}:{service.port}/0"
-                answers = alive and redis_server.answers(address)
+                address = f"redis{'s' if self.secure else ''}://{self.host}:{service.port}/0"
+                answers = alive and redis_server.answers(self._endpoints(services).redis_url)
             report[name] = {
                 "pid": service.pid,
                 "address": address,
@@ -319,6 +459,7 @@ class LocalStack:
                 shutil.rmtree(service.root, ignore_errors=True)
         if not keep_data:
             self.signing_key_file.unlink(missing_ok=True)
+            shutil.rmtree(self.secrets.folder, ignore_errors=True)
             shutil.rmtree(self.metrics_sd_dir, ignore_errors=True)
         self._state_file.unlink(missing_ok=True)
         if clients:
@@ -333,19 +474,31 @@ class LocalStack:
         """Stop ``"kafka"`` or ``"redis"`` alone, keeping its data and ports (fault tests)."""
         stop(self.pid_of(service), timeout=timeout)
 
-    def start_service(self, service: str) -> None:
-        """Start a service that :meth:`stop_service` stopped, on its ports, with its data."""
+    def start_service(self, service: str, *, wait: bool = True) -> None:
+        """Start a service that :meth:`stop_service` stopped, on its ports, with its data.
+
+        Without ``wait``, return once it is started, before it answers: for a broker that
+        clients are meant to refuse (a test swaps in an expired certificate).
+        """
         services = self._load()
         if service not in services:
             raise StackError(f"no {service} in the local stack at {self.state_dir}")
         entry, endpoints = services[service], self._endpoints(services)
+        if self.secure:
+            self.secrets.check_certificate()
         if service == "kafka":
             layout = broker.BrokerLayout(Path(entry.root))
             entry.pid = broker.start(layout)
             self._save(services)
-            broker.wait_until_ready(entry.pid, endpoints.kafka_bootstrap, layout.log)
+            if not wait:
+                return
+            broker.wait_until_ready(
+                entry.pid, endpoints.kafka_bootstrap, layout.log, **self.admin_settings()
+            )
         else:
-            entry.pid = redis_server.start(Path(entry.root), host=self.host, port=entry.port)
+            entry.pid = redis_server.start(
+                Path(entry.root), host=self.host, port=entry.port, security=self._redis_security()
+            )
             self._save(services)
             redis_server.wait_until_ready(
                 entry.pid, endpoints.redis_url, Path(entry.root) / "redis.log"

@@ -14,19 +14,27 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
+import ssl
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from streams.settings import kafka_ssl_context
 from streams.stack.process import (
     StackError,
     require_tool,
     spawn,
     wait_until_answering,
 )
+from streams.stack.security import secure_server_properties
+
+if TYPE_CHECKING:
+    from streams.stack.security import StackSecrets
 
 POM = Path(__file__).with_name("kafka-broker.pom.xml")
 _POM_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
@@ -89,8 +97,15 @@ def broker_jars(*, quiet: bool = True) -> Path:
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id: URL-safe base64 of 16 random bytes, without padding."""
-    return base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+    """A KRaft cluster id: URL-safe base64 of 16 random bytes, without padding.
+
+    Never one that starts with ``-``, which the storage tool would read as an option (Kafka's
+    own ``Uuid.randomUuid`` draws again for the same reason).
+    """
+    cluster_id = "-"
+    while cluster_id.startswith("-"):
+        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+    return cluster_id
 
 
 @dataclass(frozen=True)
@@ -112,16 +127,29 @@ class BrokerLayout:
         return self.root / "broker.log"
 
 
-def server_properties(*, host: str, port: int, controller_port: int, data_dir: Path) -> str:
-    """``server.properties`` for a one-node KRaft broker that is also its controller."""
+def server_properties(
+    *,
+    host: str,
+    port: int,
+    controller_port: int,
+    data_dir: Path,
+    security: Mapping[str, str] | None = None,
+) -> str:
+    """``server.properties`` for a one-node KRaft broker that is also its controller.
+
+    With ``security`` (:func:`streams.stack.security.secure_server_properties`), clients reach a
+    listener named ``SECURE`` instead of ``PLAINTEXT``, and the entries of ``security`` override
+    the plaintext defaults.
+    """
+    client_listener = "PLAINTEXT" if security is None else "SECURE"
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
         # Static voters: the 4.x sample's controller.quorum.bootstrap.servers makes `format`
         # demand --standalone.
         "controller.quorum.voters": f"1@{host}:{controller_port}",
-        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "listeners": f"{client_listener}://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": f"{client_listener}://{host}:{port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
@@ -138,34 +166,44 @@ def server_properties(*, host: str, port: int, controller_port: int, data_dir: P
         "group.min.session.timeout.ms": "1000",
         "auto.create.topics.enable": "true",
         "log.retention.hours": "-1",
+        **(security or {}),
     }
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
-def format_and_start(layout: BrokerLayout, *, host: str, port: int, controller_port: int) -> int:
-    """Configure, format and start a broker; returns its pid (not yet ready)."""
+def format_and_start(
+    layout: BrokerLayout,
+    *,
+    host: str,
+    port: int,
+    controller_port: int,
+    secrets: StackSecrets | None = None,
+) -> int:
+    """Configure, format and start a broker; returns its pid (not yet ready).
+
+    With ``secrets``, the broker is secured (:mod:`streams.stack.security`): its configuration
+    holds its own password (mode 600), and the storage is formatted with every user's SCRAM
+    credential, passed in a ``java`` argument file rather than on the command line.
+    """
     java = require_tool("java")
     layout.data.mkdir(parents=True, exist_ok=True)
-    layout.config.write_text(
-        server_properties(
-            host=host, port=port, controller_port=controller_port, data_dir=layout.data
-        )
+    properties = server_properties(
+        host=host,
+        port=port,
+        controller_port=controller_port,
+        data_dir=layout.data,
+        security=None if secrets is None else secure_server_properties(secrets),
     )
-    formatted = subprocess.run(
-        [
-            java,
-            "-cp",
-            f"{broker_jars()}/*",
-            "kafka.tools.StorageTool",
-            "format",
-            "-t",
-            new_cluster_id(),
-            "-c",
-            str(layout.config),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    layout.config.touch(mode=0o600)
+    layout.config.chmod(0o600)  # touch keeps the mode of a file that already existed
+    layout.config.write_text(properties)
+    storage_tool = ["-cp", f"{broker_jars()}/*", "kafka.tools.StorageTool", "format"]
+    storage_tool += ["-t", new_cluster_id(), "-c", str(layout.config)]
+    if secrets is None:
+        formatted = subprocess.run([java, *storage_tool], capture_output=True, text=True)
+    else:
+        with secrets.argument_file([*storage_tool, *secrets.scram_arguments()]) as arguments:
+            formatted = subprocess.run([java, f"@{arguments}"], capture_output=True, text=True)
     if formatted.returncode != 0:
         raise StackError(f"kafka storage format failed:\n{formatted.stdout}{formatted.stderr}")
     return start(layout)
@@ -217,11 +255,69 @@ def broker_answers(bootstrap: str, *, timeout_ms: int = 2000, **security: Any) -
         admin.close()
 
 
-def wait_until_ready(pid: int, bootstrap: str, log: Path, *, timeout: float = 90.0) -> None:
-    """Block until the broker answers metadata; raise with its log's tail if it dies or hangs."""
+# OpenSSL's verification codes (X509_V_ERR_*) of the failures a user can fix, in plain words.
+_VERIFY_FAILURES = {
+    10: "it has expired",
+    18: "it is self-signed and not trusted",
+    19: "it is signed by a CA that is not trusted",
+    20: "it is not signed by a trusted CA",
+}
+
+
+def connection_problem(bootstrap: str, *, timeout_ms: int = 2000, **security: Any) -> str | None:
+    """Why no broker at ``bootstrap`` answers a client with ``security`` (kafka-python
+    settings), in one line that never shows a secret; None when one answers.
+
+    kafka-python only says that it could not bootstrap, whatever the cause, so each layer is
+    tried in turn:
+
+    1. TCP: something must listen at the first address;
+    2. TLS (``SSL``, ``SASL_SSL``): the broker's certificate must verify against
+       ``ssl_cafile`` (an untrusted or expired certificate is named as such);
+    3. SASL: the broker closes the connection on a failed login, which is all a client sees of
+       a wrong user name or password;
+    4. a metadata request must be answered.
+    """
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    timeout = timeout_ms / 1000
+    try:
+        raw = socket.create_connection((host, int(port)), timeout=timeout)
+    except OSError as error:
+        return f"nothing answers at {host}:{port} ({error.strerror or error})"
+    protocol = str(security.get("security_protocol") or "PLAINTEXT").upper()
+    with raw:
+        if protocol in ("SSL", "SASL_SSL"):
+            try:
+                context = kafka_ssl_context(security)
+                context.wrap_socket(raw, server_hostname=host).close()
+            except ssl.SSLCertVerificationError as error:
+                cause = _VERIFY_FAILURES.get(error.verify_code, error.verify_message)
+                return (
+                    f"TLS: the broker's certificate is refused: {cause} "
+                    f"(trusted CAs: {security.get('ssl_cafile') or 'the system store'})"
+                )
+            except (ssl.SSLError, OSError) as error:
+                return f"TLS handshake with {host}:{port} failed: {error}"
+    if broker_answers(bootstrap, timeout_ms=timeout_ms, **security):
+        return None
+    if protocol.startswith("SASL_"):
+        return (
+            f"the broker refused the SASL login of user {security.get('sasl_plain_username')!r} "
+            f"({security.get('sasl_mechanism')}): wrong user name or password"
+        )
+    return f"the broker at {bootstrap} does not answer a metadata request"
+
+
+def wait_until_ready(
+    pid: int, bootstrap: str, log: Path, *, timeout: float = 90.0, **security: Any
+) -> None:
+    """Block until the broker answers metadata; raise with its log's tail if it dies or hangs.
+
+    ``security`` as for :func:`broker_answers`.
+    """
     wait_until_answering(
         pid,
-        lambda: broker_answers(bootstrap),
+        lambda: broker_answers(bootstrap, **security),
         name="the Kafka broker",
         log=log,
         timeout=timeout,

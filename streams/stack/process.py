@@ -30,6 +30,7 @@ INSTALL_HINTS = {
     "mvn": "Maven: apt-get install -y maven",
     "redis-server": "Redis: apt-get install -y redis-server",
     "prometheus": "Prometheus: apt-get install -y prometheus",
+    "openssl": "OpenSSL (certificates of `stack up --secure`): apt-get install -y openssl",
 }
 
 

@@ -9,11 +9,15 @@ ledger keeps model state and committed offsets in step, per partition, in these 
    any previous owner) and reads its signed checkpoint; the models are restored from it. A
    checkpoint that does not verify (:class:`~streams.workers.checkpoint.CheckpointRefused`) is
    never replaced by a fresh start: the partition is paused until an operator acts.
-2. **skip**: an event at or before the cursor is already in the restored state: acknowledge it.
-3. **advance**: set the cursor to the event's offset *before* it is learned, so that a
-   checkpoint taken while learning it (a promotion checkpoints at once) covers it.
-4. **learn**: the caller lets the models learn the event and queues its outputs in the
-   :class:`~streams.workers.outbox.Outbox`.
+2. **skip**: a record at or before the cursor is already in the restored state: acknowledge it.
+3. **advance**: set the cursor to the record's offset *before* it is learned, so that a
+   checkpoint taken after it (a promotion checkpoints at once) covers it.
+4. **learn**: the caller lets the models learn every event of the record (one, or a batch:
+   :func:`streams.contract.decode_labeled_record`), queues their outputs in the
+   :class:`~streams.workers.outbox.Outbox`, and :meth:`~PartitionLedger.weigh` counts the
+   record as its events. Only then may a checkpoint come: a record is learned whole or not at
+   all, so a checkpoint never holds part of a batch and a replay after a crash learns whole
+   records, none of whose events are in the restored state.
 5. **checkpoint**, when due (every ``checkpoint_every`` events or ``checkpoint_interval``
    seconds) and on every promotion:
 
@@ -21,17 +25,18 @@ ledger keeps model state and committed offsets in step, per partition, in these 
       waiting promotion is published; if one still waits for Redis, stop here;
    b. **persist**: save each changed partition's cursor and snapshots in one fenced, signed
       write;
-   c. **commit**: acknowledge the partition's events to faust, which commits them later.
+   c. **commit**: acknowledge the partition's records to faust, which commits them later.
 
 6. **release**: on a revoke, checkpoint, then forget the partitions.
 
 Invariants, checked where they could break and raised as :class:`InvariantViolated`:
 
-- **I1** the committed Kafka offset never passes the saved cursor: an event is acknowledged only
-  by a commit whose persisted cursor is at or after it (or by a skip, for events at or before
+- **I1** the committed Kafka offset never passes the saved cursor: a record is acknowledged only
+  by a commit whose persisted cursor is at or after it (or by a skip, for records at or before
   the restored cursor);
-- **I2** every event at or before the cursor is in the saved state: the cursor only moves
-  forward, one admitted event at a time, and a persist saves every model changed since the last;
+- **I2** every event of every record at or before the cursor is in the saved state: the cursor
+  only moves forward, one admitted record at a time, and a persist saves every model changed
+  since the last;
 - **I4** no checkpoint covers an event whose promotion still waits: persist refuses while the
   outbox holds a waiting promotion.
 
@@ -43,7 +48,7 @@ The outbox keeps the other two (I3, I5). Around the steps:
   letting it stall until the next rebalance;
 - **backoff**: a Redis error is retried after 0.5 s, doubling to 30 s;
 - **backpressure**: past ``max_unacked`` events not yet acknowledged (Redis away), the agent
-  waits for a checkpoint to succeed before it takes another event, so a long outage does not
+  waits for a checkpoint to succeed before it takes another record, so a long outage does not
   grow memory without bound (faust's flow control stops fetching once its buffer is full).
 
 References
@@ -133,6 +138,9 @@ class PartitionState:
     sources: dict[str, int] = field(default_factory=dict)
     """The last joined record learned per scorer partition: replays of older ones are dropped."""
     pending: list[LedgerEvent] = field(default_factory=list)
+    """The admitted records, acknowledged at the next commit."""
+    pending_events: int = 0
+    """The events those records hold (a batch record holds several)."""
     dirty: set[str] = field(default_factory=set)
 
 
@@ -204,10 +212,10 @@ class PartitionLedger:
     @property
     def unacked(self) -> int:
         """Events admitted and not yet acknowledged, over every partition."""
-        return sum(len(state.pending) for state in self.partitions.values())
+        return sum(state.pending_events for state in self.partitions.values())
 
     async def admit(self, event: LedgerEvent) -> PartitionState | None:
-        """Steps 1 to 3 for one event: the partition's state to learn it in, or None to skip it."""
+        """Steps 1 to 3 for one record: the partition's state to learn it in, or None to skip it."""
         message = event.message
         tp = message.tp
         if tp in self.lost or tp in self.refused:
@@ -222,8 +230,15 @@ class PartitionLedger:
             return None
         state.cursor = message.offset
         state.pending.append(event)
+        state.pending_events += 1
         self.since_checkpoint += 1
         return state
+
+    def weigh(self, state: PartitionState, events: int) -> None:
+        """Count the record ``admit`` just gave ``state`` as the ``events`` it holds, so that
+        ``checkpoint_every`` and ``max_unacked`` count events, whatever the records carry."""
+        state.pending_events += events - 1
+        self.since_checkpoint += events - 1
 
     async def _claim(self, tp: Any) -> PartitionState | None:
         while True:
@@ -338,6 +353,7 @@ class PartitionLedger:
                 raise InvariantViolated("I1", f"ack of offset {event.message.offset} not saved")
             event.ack()
         state.pending.clear()
+        state.pending_events = 0
 
     def _give_up(self, tp: Any) -> None:
         state = self.partitions.pop(tp)

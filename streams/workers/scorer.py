@@ -58,7 +58,13 @@ from streams.contract import (
 )
 from streams.metrics import ScorerMetrics
 from streams.registry.client import RegistryClient, RegistrySubscription
-from streams.registry.records import TRIAL_KINDS, ModelVersion, RecordKind, serving_state
+from streams.registry.records import (
+    INFORMATIONAL_KINDS,
+    TRIAL_KINDS,
+    ModelVersion,
+    RecordKind,
+    serving_state,
+)
 from streams.settings import Settings
 from streams.workers.app import WorkerApp
 from streams.workers.checkpoint import RedisCheckpointStore
@@ -191,8 +197,7 @@ class RegistryFollower(threading.Thread):
                     record
                     for record in self.records
                     if record.model == model
-                    and record.kind not in TRIAL_KINDS
-                    and record.kind is not RecordKind.ALERT
+                    and record.kind not in TRIAL_KINDS | INFORMATIONAL_KINDS
                     and record.version != state.stable.version
                 ]
                 if not any(self._serve(record) for record in reversed(earlier)):

@@ -9,8 +9,13 @@ The agent is thin: it hands each raw record to :class:`TrainingRuntime`, which
    kcat's default CRC32, must not start a second, independent trainer of the same model);
 3. lets the model's :class:`~trainers.trainer.ModelTrainer` learn it; a malformed event or a
    label that does not fit goes to the dead-letter topic with its reason instead;
-4. queues a promotion, if the event caused one, in the :class:`~streams.workers.outbox.Outbox`,
-   and checkpoints at once (otherwise when due).
+4. queues the drift and action notices the event caused (see :mod:`trainers.actions`), then its
+   promotion, if any, in the :class:`~streams.workers.outbox.Outbox`, and checkpoints at once
+   (otherwise when due).
+
+Window refits (``sklearn_window`` candidates) are fitted off the event loop by a
+:class:`~streams.workers.refits.RefitPool`, which hands each result in before the event that
+installs it.
 
 On a claim, a model's trainer is restored from its snapshot under the *current* configuration:
 policy and window come from the file, a new candidate starts fresh, a removed one is dropped,
@@ -43,8 +48,15 @@ import redis
 import redis.asyncio as aioredis
 from faust.types import TP, EventT
 
+from streams.admin import retention_warnings
 from streams.config import DriftlineConfig
-from streams.contract import InvalidEvent, ReasonCode, decode_labeled
+from streams.contract import (
+    InvalidEvent,
+    ReasonCode,
+    RecordEntry,
+    decode_labeled_record,
+    event_position,
+)
 from streams.metrics import TrainerMetrics
 from streams.registry.artifacts import Artifact, store
 from streams.registry.client import RegistrySubscription
@@ -61,6 +73,7 @@ from streams.workers.checkpoint import CheckpointRefused, Claim, RedisCheckpoint
 from streams.workers.ledger import ConsumerControl, PartitionLedger, PartitionState
 from streams.workers.logs import Progress
 from streams.workers.outbox import Outbox, Send
+from streams.workers.refits import RefitPool
 from trainers.candidates import Candidate
 from trainers.errors import ArtifactIntegrityError, ConfigError, LabelError, SnapshotError
 from trainers.spec import reset_targets
@@ -145,6 +158,7 @@ class TrainingRuntime:
         self.registry_caught_up = asyncio.Event()
         self.lock = asyncio.Lock()
         self.progress = Progress(log, "learned")
+        self.refits = RefitPool()
 
     async def handle(self, event: EventT) -> None:
         """Handle one record of the labeled-events topic (the agent's whole body)."""
@@ -234,6 +248,7 @@ class TrainingRuntime:
             record.candidate["name"],
             f"{record.kind}{by}: {record.reason}",
             estimator=estimator,
+            origin={"registry_offset": record.offset, "record_signature": record.signature},
         )
         log.info(
             "%s: %s to v%d%s obeyed (%s)",
@@ -298,24 +313,53 @@ class TrainingRuntime:
         return trainers
 
     async def _learn(self, state: PartitionState, message: Any) -> bool:
-        """Learn one admitted event; True when it caused a promotion."""
-        tp, offset = message.tp, message.offset
+        """Learn every event of one admitted record (one, or a batch, each dead-lettered alone
+        if it is refused); True when one caused a registry record (a promotion or a notice)."""
         try:
-            event = decode_labeled(message.value, max_bytes=self.config.worker.max_event_bytes)
-            trainer = await self._trainer_for(state, tp, event.model, message.key)
-            if event.join is not None and not _first_time(state, *event.join):
-                if self.metrics is not None:
-                    self.metrics.skipped("duplicate_join")
-                return False  # a scorer published this join again after a crash
-            quarantined = len(trainer.quarantined)
-            promotion = trainer.learn(
-                event.features, event.label, source=f"{tp.topic}[{tp.partition}]", position=offset
+            entries = decode_labeled_record(
+                message.value, max_bytes=self.config.worker.max_event_bytes
             )
         except InvalidEvent as error:
             await self._dead_letter(message, error)
             return False
+        self.ledger.weigh(state, len(entries))
+        promoted = False
+        for entry in entries:
+            promoted |= await self._learn_event(state, message, entry)
+        return promoted
+
+    async def _learn_event(self, state: PartitionState, message: Any, entry: RecordEntry) -> bool:
+        """Learn one event of an admitted record; True when it caused a registry record (a
+        promotion, or a drift or action notice: see :mod:`trainers.actions`)."""
+        tp, offset = message.tp, message.offset
+        position = event_position(offset, entry.index)
+        source = f"{tp.topic}[{tp.partition}]"
+        try:
+            event = entry.decoded
+            if isinstance(event, InvalidEvent):
+                raise event
+            trainer = await self._trainer_for(state, tp, event.model, message.key)
+            if event.join is not None and not _first_time(state, *event.join):
+                if self.metrics is not None:
+                    self.metrics.skipped("duplicate_join")
+                # A scorer published this join again after a crash; a replay must skip it too.
+                trainer.skip(source, position)
+                return False
+            await self.refits.ready(trainer)
+            serving = trainer.champion_version or 0
+            quarantined = len(trainer.quarantined)
+            promotion = trainer.learn(
+                event.features,
+                event.label,
+                source=source,
+                position=position,
+            )
+        except InvalidEvent as error:
+            await self._dead_letter(message, error, entry)
+            return False
         except LabelError as error:
-            await self._dead_letter(message, InvalidEvent(ReasonCode.LABEL_MISMATCH, str(error)))
+            refused = InvalidEvent(ReasonCode.LABEL_MISMATCH, str(error))
+            await self._dead_letter(message, refused, entry)
             return False
         state.dirty.add(event.model)
         self.progress.handled()
@@ -323,18 +367,23 @@ class TrainingRuntime:
             self.metrics.learned(event.model)
         if len(trainer.quarantined) > quarantined:
             log.error(
-                "%s: candidates quarantined at %s[%d]@%d (they stop learning and competing; "
-                "--reset-candidate MODEL/NAME starts one afresh): %s",
+                "%s: candidates quarantined at %s[%d], position %d (they stop learning and "
+                "competing; --reset-candidate MODEL/NAME starts one afresh): %s",
                 event.model,
                 tp.topic,
                 tp.partition,
-                offset,
+                position,
                 trainer.quarantined,
             )
         if trainer.events % self.config.worker.metrics_every == 0:
             await self._publish_metrics(trainer, offset)
+        self.refits.submit(trainer)
+        # A drift's notices come before the promotion the same event may have caused.
+        notices = trainer.take_notices()
+        for notice in notices:
+            await self.outbox.notify(notice, version=serving)
         if promotion is None:
-            return False
+            return bool(notices)
         self._observe(trainer)
         await self.outbox.promote(promotion)
         return True
@@ -376,11 +425,13 @@ class TrainingRuntime:
                 log.error("cannot record the owner of %s, Redis unavailable: %s", model, error)
                 await asyncio.sleep(self.ledger.backoff())
 
-    async def _dead_letter(self, message: Any, error: InvalidEvent) -> None:
+    async def _dead_letter(
+        self, message: Any, error: InvalidEvent, entry: RecordEntry | None = None
+    ) -> None:
         self.progress.dead_letter(error.code)
         if self.metrics is not None:
             self.metrics.dead_letter(error.code)
-        key, value = dead_letter_of(message, error)
+        key, value = dead_letter_of(message, error, entry)
         await self.outbox.send(self.config.topics.dlq, key, value)
 
     async def _publish_metrics(self, trainer: ModelTrainer, offset: int) -> None:
@@ -408,6 +459,16 @@ class TrainingRuntime:
             self.metrics.report(trainer.report())
 
 
+def _counting_promotions(metrics: TrainerMetrics) -> Callable[[ModelVersion], None]:
+    """What the outbox calls with each record published: counts the versions, not notices."""
+
+    def published(record: ModelVersion) -> None:
+        if record.notice_sequence is None:
+            metrics.promoted(record.model, record.kind.value)
+
+    return published
+
+
 def _first_time(state: PartitionState, source: str, seq: int) -> bool:
     """Whether a joined record is new: a scorer partition numbers its joins in order."""
     if seq <= state.sources.get(source, 0):
@@ -428,11 +489,14 @@ def create_app(
     With ``metrics``, the runtime counts into them and they watch the app's consumer.
 
     Raises :class:`~trainers.errors.ConfigError` for a ``reset_candidates`` entry that names no
-    configured ``MODEL/NAME``.
+    configured ``MODEL/NAME``. Logs a warning for each topic of training data whose records
+    expire (:func:`streams.admin.retention_warnings`).
     """
     reset = reset_targets(reset_candidates, config.models)
     topics, kafka, signing_key = config.topics, settings.kafka, settings.signing_key()
     redis_prefix = settings.redis_prefix
+    for warning in retention_warnings(topics, kafka):
+        log.warning(warning)
     worker = WorkerApp(
         config.worker.group, config, kafka, outputs=(topics.dlq, topics.registry, topics.metrics)
     )
@@ -470,9 +534,7 @@ def create_app(
             signing_key=signing_key,
             redis_prefix=redis_prefix,
             store_errors=REDIS_ERRORS,
-            on_published=None
-            if metrics is None
-            else lambda record: metrics.promoted(record.model, record.kind.value),
+            on_published=None if metrics is None else _counting_promotions(metrics),
         ),
         consumer=worker,
         read_registry=registry_records,

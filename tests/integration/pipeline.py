@@ -15,7 +15,7 @@ from kafka import KafkaProducer
 from streams.admin import ensure_topics
 from streams.config import DriftlineConfig, load_config
 from streams.contract import encode_event
-from streams.registry.records import ModelVersion, read_registry
+from streams.registry.records import NOTICE_KINDS, ModelVersion, read_registry
 from streams.sdk import replay
 from streams.sdk.producer import EventProducer
 from streams.topics import Topics
@@ -62,6 +62,14 @@ class Deployment:
         producer.flush()
         producer.close()
 
+    def send_batched(self, events: Iterable[dict[str, Any]]) -> None:
+        """Produce labeled events through the producer SDK, in its batch records."""
+        ensure_topics(self.topics, self.kafka, partitions=self.config().worker.partitions)
+        with EventProducer(topic=self.topics.labeled, **self.kafka) as producer:
+            for event in events:
+                producer.send(event)
+            producer.flush()
+
     def send_unlabeled(self, events: Iterable[dict[str, Any]]) -> None:
         """Produce events to be scored, through the producer SDK."""
         with EventProducer(
@@ -92,9 +100,12 @@ class Deployment:
             )
         return found
 
-    def registry(self) -> list[ModelVersion]:
+    def registry(self, *, notices: bool = False) -> list[ModelVersion]:
+        """The registry's records: the versions, and with `notices` the drift and action
+        notices too (a model with a ``drift`` table publishes them between its versions)."""
         key = self.env["DRIFTLINE_SIGNING_KEY"].encode()
-        return list(read_registry(self.topics.registry, self.kafka, key=key))
+        records = read_registry(self.topics.registry, self.kafka, key=key)
+        return [r for r in records if notices or r.kind not in NOTICE_KINDS]
 
     def wait_until_learned(self, model: str, events: int, *, timeout: float = 120) -> ModelTrainer:
         """Wait until the checkpoint of ``model`` holds ``events`` events."""

@@ -21,14 +21,20 @@ from streams.stack.process import free_port, stop
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-def test_sigkill_at_random_points_loses_and_repeats_nothing(driftline_env, spawn):
+@pytest.mark.parametrize("records", ["single", "batched"])
+def test_sigkill_at_random_points_loses_and_repeats_nothing(driftline_env, spawn, records):
+    """Single-event records (kcat's form) or the SDK's batch records: a kill may fall inside a
+    batch, whose events the restarted worker learns again, none of them twice."""
     seed = int(os.environ.get("DRIFTLINE_FAULT_SEED", random.randrange(10_000)))
     print(f"fault seed: {seed} (DRIFTLINE_FAULT_SEED={seed} repeats this run)")
     deployment = Deployment(driftline_env)
     events = sea_events(50_000, drift_at=25_000)
     kill_points = sorted(random.Random(seed).sample(range(2_000, 48_000), 5))
     worker = spawn("worker", "--config", "examples/sea.toml", name="trainer")
-    deployment.send_raw(encoded(events))
+    if records == "single":
+        deployment.send_raw(encoded(events))
+    else:
+        deployment.send_batched(events)
 
     for kills, point in enumerate(kill_points, start=1):
         deployment.wait_until_learned("sea", point)

@@ -140,7 +140,7 @@ def test_the_configuration_owns_the_model_across_restarts(driftline_env, spawn, 
 
     # Changed parameters of a candidate stop its partition, until the operator resets it.
     edited = tmp_path / "sea.toml"
-    edited.write_text(SEA_CONFIG.read_text().replace("SGD = 0.1", "SGD = 0.2"))
+    edited.write_text(SEA_CONFIG.read_text().replace("C = 1.0", "C = 0.5"))
     refused = spawn("worker", "--config", str(edited), name="edited")
     deployment.send_raw(encoded(events[6_000:]))
     wait_for(lambda: "sea/agile" in _log(refused), timeout=60, what="the refusal")

@@ -12,6 +12,7 @@ from pipeline import Deployment, encoded, sea_events, train_in_process, wait_for
 
 from streams.contract import decode_dead_letter
 from streams.registry import artifacts
+from streams.registry.records import NOTICE_KINDS, RecordKind
 from trainers.serialization import sha256_hex
 
 pytestmark = pytest.mark.timeout(300)
@@ -28,9 +29,15 @@ def test_sea_drift_promotes_after_the_switch_and_every_artifact_loads(driftline_
     deployment.send_raw(encoded(events))
 
     trainer = deployment.wait_until_learned("sea", len(events))
-    versions = wait_for(
-        lambda: (v := deployment.registry()) and len(v) >= 2 and v, timeout=30, what="versions"
+    records = wait_for(
+        lambda: (v := deployment.registry(notices=True)) and len(v) >= 3 and v,
+        timeout=30,
+        what="versions",
     )
+    # examples/sea.toml watches the champion with ADWIN: its drift notices name no new version.
+    drifts = [r for r in records if r.kind == RecordKind.DRIFT]
+    assert drifts and all(r.evidence["detector"] == "ADWIN" for r in drifts)
+    versions = [r for r in records if r.kind not in NOTICE_KINDS]
 
     first = versions[0]
     assert (first.version, first.kind, first.previous_version) == (1, "initial", None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from kafka import KafkaConsumer
 from pipeline import Deployment
 
-from streams.contract import decode_labeled
+from streams.contract import LabeledEvent, decode_labeled_record
 
 
 def test_synthetic_file_and_dataset_sources_reach_the_topic(driftline_env, driftline_cli, tmp_path):
@@ -26,10 +26,16 @@ def test_synthetic_file_and_dataset_sources_reach_the_topic(driftline_env, drift
         consumer_timeout_ms=5_000,
         **deployment.kafka,
     )
-    events = [(record.key, decode_labeled(record.value)) for record in consumer]
+    # The SDK sends batch records: a record holds one event or several.
+    events = [
+        (record.key, entry.decoded)
+        for record in consumer
+        for entry in decode_labeled_record(record.value)
+    ]
     consumer.close()
     per_model: dict[str, int] = {}
     for key, event in events:
+        assert isinstance(event, LabeledEvent)
         assert key == event.model.encode()
         per_model[event.model] = per_model.get(event.model, 0) + 1
     assert per_model == {"sea": 500, "fraud": 30, "Phishing": 200}

@@ -17,6 +17,7 @@ from registry_helpers import (
     Scoring,
     client_for,
     publish_hand_made_version,
+    serving_changes,
     start_sea_training,
     train_sea,
 )
@@ -52,9 +53,9 @@ def test_scores_every_event_once_while_following_the_trainers_promotions(
     start_sea_training(spawn)
     client = client_for(driftline_env)
     wait_for(
-        lambda: scoring.send(100) or len(client.history("sea")) >= 3,
+        lambda: scoring.send(100) or len(serving_changes(client.history("sea"))) >= 2,
         timeout=45,
-        what="the trainer's third version",
+        what="the trainer's second version",
     )
     scoring.until_served_by(client.latest("sea").version)
     scoring.send(100)
@@ -76,20 +77,20 @@ def test_refuses_a_tampered_new_version_and_follows_rollback_and_promote(
 ):
     client = train_sea(driftline_env, spawn)
     scorer = spawn("score", "--config", "examples/sea.toml", name="scorer")
-    scoring.until_served_by(3)
+    scoring.until_served_by(2)
 
     marker = tmp_path / "unpickled"
-    publish_tampered_version(client, driftline_env, version=4, marker=marker)
+    publish_tampered_version(client, driftline_env, version=3, marker=marker)
     wait_for(
-        lambda: "refusing sea v4" in Path(scorer.log_path).read_text(),
+        lambda: "refusing sea v3" in Path(scorer.log_path).read_text(),
         timeout=30,
-        what="the scorer to refuse v4",
+        what="the scorer to refuse v3",
     )
     assert not marker.exists()
     scoring.send(50)
-    assert served_versions(scoring.all_scored()) == [3]
+    assert served_versions(scoring.all_scored()) == [2]
 
-    client.rollback("sea", to=1, reason="v3 misbehaves")
+    client.rollback("sea", to=1, reason="v2 misbehaves")
     scoring.until_served_by(1)
     client.promote("sea", 2, reason="try the agile one")
     scoring.until_served_by(2)
@@ -97,7 +98,7 @@ def test_refuses_a_tampered_new_version_and_follows_rollback_and_promote(
 
     predictions = scoring.all_scored()
     assert_each_event_scored_once(predictions, scoring.sent)
-    assert served_versions(predictions) == [3, 1, 2]
+    assert served_versions(predictions) == [2, 1, 2]
     assert scorer.poll() is None, "the scorer stopped"
 
 

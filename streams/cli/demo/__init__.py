@@ -9,19 +9,27 @@ One run, from nothing to a report:
 3. start a trainer worker (``driftline worker``) and a scoring worker (``driftline score``) as
    subprocesses, their logs in the report folder (written afresh by each run), and wait until
    both are ready, showing each one's start-up stage from its log;
-4. stream a SEA drift dataset at ``--rate`` events/s, each event both labeled (for the trainer)
-   and unlabeled (for the scorer);
+4. stream a drift dataset with an abrupt concept switch at ``--rate`` events/s (``--stream``, or
+   by the model's task: SEA for classification, Friedman for regression), each event both
+   labeled (for the trainer) and unlabeled (for the scorer);
 5. show, live, what the workers publish: the metrics topic (events learned, each candidate's
-   rolling accuracy, the champion), the registry topic (promotions and their reasons) and the
-   predictions topic (events scored, per serving version);
+   rolling primary metric, the champion), the registry topic (every record with its reason:
+   promotions, drift detections, drift actions, alerts) and the predictions topic (events
+   scored, per serving version);
 6. once every event is learned and scored (or a bounded wait runs out), stop the workers and
-   write ``summary.md`` and ``rolling_accuracy.png`` to the report folder; predictions are
-   counted by the version serving when each event was produced, and by the version that
-   scored it (which adds the scorer's lag).
+   write ``summary.md`` and the plot of the primary metric (``rolling_accuracy.png``,
+   ``rolling_mae.png``, ...) to the report folder; predictions are counted by the version
+   serving when each event was produced, and by the version that scored it (which adds the
+   scorer's lag).
+
+The examples (``streams/examples``, linked from ``examples/``) run with ``--config``: the SEA
+story (the default), drift actions with a window-refit candidate, and a regression model whose
+report is in MAE.
 
 The package, one concept per module:
 
-- :mod:`~streams.cli.demo.options`: :class:`DemoOptions` and :data:`DEFAULT_CONFIG`;
+- :mod:`~streams.cli.demo.options`: :class:`DemoOptions`, :data:`DEFAULT_CONFIG` and the stream
+  of each task;
 - :mod:`~streams.cli.demo.errors`: :class:`DemoError` and :class:`WorkerExited`;
 - :mod:`~streams.cli.demo.watcher`: :class:`TopicWatcher`, which reads the workers' topics into
   an :class:`Observation`;
@@ -43,13 +51,13 @@ served version and arm, and the trials.
 
 from streams.cli.demo.errors import DemoError, WorkerExited
 from streams.cli.demo.live import RateMeter
-from streams.cli.demo.options import DEFAULT_CONFIG, DemoOptions
+from streams.cli.demo.options import DEFAULT_CONFIG, EXAMPLES, DemoOptions
 from streams.cli.demo.report import (
     CandidateResult,
     DemoSummary,
     build_summary,
-    plot_rolling_accuracy,
-    promotion_event,
+    plot_rolling_metric,
+    record_event,
     summary_markdown,
     summary_tables,
 )
@@ -58,6 +66,7 @@ from streams.cli.demo.watcher import Observation, TopicWatcher
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "EXAMPLES",
     "CandidateResult",
     "DemoError",
     "DemoOptions",
@@ -67,8 +76,8 @@ __all__ = [
     "TopicWatcher",
     "WorkerExited",
     "build_summary",
-    "plot_rolling_accuracy",
-    "promotion_event",
+    "plot_rolling_metric",
+    "record_event",
     "run",
     "summary_markdown",
     "summary_tables",

@@ -31,9 +31,11 @@ import redis
 
 from streams.cli.demo.errors import DemoError
 from streams.cli.demo.options import DemoOptions
+from streams.cli.demo.report import trial_end_index
 from streams.cli.demo.trials import publish_canary, registry_publisher, train_candidate
 from streams.cli.demo.watcher import TopicWatcher
 from streams.config import DriftlineConfig
+from streams.contract import event_position, record_coordinate
 from streams.registry import artifacts
 from streams.registry.records import TRIAL_KINDS, ModelVersion, RecordKind, serving_state
 from streams.sdk import replay
@@ -89,8 +91,11 @@ def worker_environment(model: str) -> dict[str, str]:
     }
 
 
-def check_options(options: DemoOptions) -> None:
-    """Raise :class:`DemoError` for a stream too short for the warm-up batch and a trial."""
+def check_options(options: DemoOptions, task: str) -> None:
+    """Raise :class:`DemoError` for a model whose task is not classification (a bad canary
+    learns flipped labels), or a stream too short for the warm-up batch and a trial."""
+    if task != "classification":
+        raise DemoError(f"--delayed-labels runs its trials on a classification model, not {task}")
     least = WARMUP_EVENTS + 2 * TRIAL_EXAMPLES
     if options.events < least:
         raise DemoError(f"--delayed-labels needs at least {least:,} events (--events)")
@@ -110,16 +115,13 @@ def trial_end(versions: Sequence[ModelVersion], trial: ModelVersion) -> ModelVer
     """The record that ended ``trial`` (a canary among ``versions``, in log order), or None
     while it runs or before it is seen.
 
-    Whatever ends a trial ends it: a rollout, a rollback, a trainer's own promotion, another
-    trial. Alerts do not.
+    Whatever changes what serves ends it: a rollout, a rollback, a trainer's own promotion,
+    another trial (see :func:`~streams.cli.demo.report.trial_end_index`).
     """
-    seen = False
-    for record in versions:
-        if not seen:
-            seen = record.version == trial.version and record.kind in TRIAL_KINDS
-            continue
-        if record.kind is not RecordKind.ALERT:
-            return record
+    for index, record in enumerate(versions):
+        if record.version == trial.version and record.kind in TRIAL_KINDS:
+            end = trial_end_index(versions, index)
+            return None if end is None else versions[end]
     return None
 
 
@@ -216,14 +218,16 @@ def stream_delayed(
     options: DemoOptions,
     *,
     model: str,
+    kind: str,
     config: DriftlineConfig,
     settings: Settings,
     state: LiveState,
     watcher: TopicWatcher,
     check_workers: Callable[[], None],
 ) -> DelayedStream:
-    """Send the warm-up batch labeled, wait for v1, then the rest unlabeled with delayed
-    outcomes, running the two trials meanwhile; returns once the last outcome is sent."""
+    """Send the ``kind`` drift stream: the warm-up batch labeled, wait for v1, then the rest
+    unlabeled with delayed outcomes, running the two trials meanwhile; returns once the last
+    outcome is sent."""
     spec = config.models[model]
     recent: deque[tuple[dict[str, Any], Any]] = deque(maxlen=TRIAL_EXAMPLES)
     kafka_config = dict(settings.kafka)
@@ -235,7 +239,9 @@ def stream_delayed(
         candidate = _stable_candidate(spec.candidates, stable)
         name = str(candidate["name"])
         latest = watcher.observation().latest or {}
-        learned_to = int(latest.get("offset", stable.lineage.get("last_offset", 0)))
+        learned_to = int(
+            latest.get("offset", record_coordinate(stable.lineage.get("last_offset", 0))[0])
+        )
         # The bad one learns from scratch (a fresh model on flipped labels is wrong from the
         # start); the good one from the stable version on, so that it is at least as good.
         start = None if bad else artifacts.load(store, stable, key=key)
@@ -256,7 +262,11 @@ def stream_delayed(
             redis_prefix=settings.redis_prefix,
             store=store,
             publish=publish,
-            lineage={"source": "driftline demo", "last_offset": learned_to},
+            lineage={
+                "source": "driftline demo",
+                "last_offset": event_position(learned_to, None),
+                "events": int(latest.get("events", stable.lineage.get("events", 0))),
+            },
         )
 
     warmup = min(WARMUP_EVENTS, options.events)
@@ -287,7 +297,7 @@ def stream_delayed(
         state.outcomes = scheduler.counts
         source = iter(
             replay.from_drift(
-                "sea",
+                kind,
                 model=model,
                 events=options.events,
                 drift_at=options.drift_index,

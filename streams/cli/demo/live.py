@@ -1,4 +1,9 @@
-"""The demo's live view: what the terminal shows while events stream and the workers catch up."""
+"""The demo's live view: what the terminal shows while events stream and the workers catch up.
+
+Each candidate's rolling primary metric (:attr:`LiveState.metric`), what serves, the predictions
+scored, and one line per registry record of any kind (promotions, trials, drift detections,
+drift actions, alerts) with its reason.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,9 @@ from typing import TYPE_CHECKING
 from rich.console import Group
 from rich.table import Table
 
-from streams.cli.demo.report import accuracy_text, latest_live, promotion_event
+from streams.cli.demo.report import event_text, latest_live, metric_text
 from streams.cli.demo.watcher import Observation
+from streams.registry.records import NOTICE_KINDS
 
 if TYPE_CHECKING:
     from streams.cli.demo.delayed import TrialDirector
@@ -47,6 +53,8 @@ class LiveState:
     """What the main thread does, for the live view (read by rich's refresh thread)."""
 
     events: int
+    metric: str
+    """The model's primary metric: the one the view shows."""
     report_every: int = 0
     """Events between two metrics reports of the trainer: "learned" moves by this much."""
     sent: int = 0
@@ -82,9 +90,8 @@ def live_view(state: LiveState, observation: Observation) -> Group:
     status.add_row("events sent", f"{state.sent:,} / {state.events:,}  ({pace})")
     status.add_row("events learned", _learned(state, observation))
     for name, scores in latest.get("candidates", {}).items():
-        status.add_row(
-            f"  {name}", f"rolling accuracy {accuracy_text(scores['rolling'].get('accuracy'))}"
-        )
+        value = metric_text(scores["rolling"].get(state.metric))
+        status.add_row(f"  {name}", f"rolling {state.metric} {value}")
     if latest:
         status.add_row("champion", f"{latest.get('champion')} (v{latest.get('version')})")
     by_version = ", ".join(
@@ -103,25 +110,26 @@ def live_view(state: LiveState, observation: Observation) -> Group:
     parts: list[Table | str] = [state.note] if state.note else []
     parts.append(status)
     if observation.live:
-        parts.append(live_table(observation))
-    promotions = Table(title="promotions", title_justify="left")
-    for column in ("version", "candidate", "kind", "at event", "reason"):
-        promotions.add_column(column, overflow="fold")
+        parts.append(live_table(observation, state.metric))
+    records = Table(title="registry records", title_justify="left")
+    for column in ("version", "kind", "candidate", "at event", "reason"):
+        records.add_column(column, overflow="fold")
     for record in observation.versions:
-        promotions.add_row(
-            f"v{record.version}",
-            str(record.candidate.get("name")),
+        records.add_row(
+            # A notice repeats the version that served when it was made: it is not one's record.
+            "-" if record.kind in NOTICE_KINDS else f"v{record.version}",
             record.kind,
-            f"{promotion_event(record):,}",
+            str(record.candidate.get("name", "-")),
+            event_text(record),
             record.reason,
         )
-    return Group(*parts, promotions)
+    return Group(*parts, records)
 
 
-def live_table(observation: Observation) -> Table:
-    """The scorer's live accuracy per served (version, arm), from its last report of each."""
+def live_table(observation: Observation, metric: str) -> Table:
+    """The scorer's live ``metric`` per served (version, arm), from its last report of each."""
     table = Table(
-        title="live accuracy per served version (the scorer's join)", title_justify="left"
+        title=f"live {metric} per served version (the scorer's join)", title_justify="left"
     )
     for column in ("version", "arm", "served", "outcomes joined", "rolling", "cumulative"):
         table.add_column(column)
@@ -131,8 +139,8 @@ def live_table(observation: Observation) -> Table:
             arm,
             f"{report.served:,}",
             f"{report.joined:,}",
-            accuracy_text(report.metric("accuracy", "rolling")),
-            accuracy_text(report.metric("accuracy")),
+            metric_text(report.metric(metric, "rolling")),
+            metric_text(report.metric(metric)),
         )
     return table
 

@@ -3,6 +3,13 @@
 Pure: everything here works from plain metric records and registry records (an
 :class:`~streams.cli.demo.watcher.Observation`), so it is tested without Kafka.
 
+Every number and curve is the model's primary metric (its policy's ``metric``: accuracy for the
+SEA example, MAE for the regression one), named as such in titles, headers and the plot's file
+name (:func:`plot_name`). Registry records are split by what they do: the ones that change what
+serves (:func:`changes_serving`: new versions, trials, rollouts, rollbacks) are the versions
+published; the informational ones (a trainer's drift and action notices, alerts) are listed
+with their reasons and marked on the plot at their event, the notices of one event on one line.
+
 Predictions are counted per version twice, because the two counts answer different questions:
 by the version that was serving when the demo produced each event (what a scorer that keeps up
 would have served it with: :func:`served_when_produced`), and by the version that actually
@@ -14,7 +21,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,44 +32,64 @@ from rich.table import Table
 from streams.cli.demo.options import DemoOptions
 from streams.cli.demo.watcher import Observation
 from streams.registry.client import LiveReport
-from streams.registry.records import TRIAL_KINDS, ModelVersion, RecordKind, serving_state
+from streams.registry.records import (
+    INFORMATIONAL_KINDS,
+    TRIAL_KINDS,
+    ModelVersion,
+    RecordKind,
+    serving_state,
+)
 from streams.sdk.outcomes import OutcomeCounts
+from trainers.metrics import HIGHER_IS_BETTER
 
 if TYPE_CHECKING:
     # matplotlib is imported when a plot is drawn, not when the report is.
     from matplotlib.typing import ColorType
 
 __all__ = [
-    "PLOT_NAME",
     "SUMMARY_NAME",
     "CandidateResult",
     "DelayedLabels",
     "DemoSummary",
     "TrialResult",
-    "accuracy_text",
     "build_summary",
+    "changes_serving",
+    "event_text",
     "latest_live",
     "live_curves",
-    "plot_live_accuracy",
-    "plot_rolling_accuracy",
-    "promotion_event",
+    "live_title",
+    "metric_text",
+    "plot_live_metric",
+    "plot_name",
+    "plot_rolling_metric",
+    "record_event",
     "served_when_produced",
     "summary_markdown",
     "summary_tables",
+    "trial_end_index",
     "trial_results",
 ]
 
-PLOT_NAME = "rolling_accuracy.png"
 SUMMARY_NAME = "summary.md"
+
+
+def plot_name(metric: str) -> str:
+    """The plot's file name for a model whose primary metric is ``metric``.
+
+    >>> plot_name("accuracy"), plot_name("mae")
+    ('rolling_accuracy.png', 'rolling_mae.png')
+    """
+    return f"rolling_{metric}.png"
 
 
 @dataclass(frozen=True)
 class CandidateResult:
-    """One candidate at the end of the run, from the last metrics report."""
+    """One candidate at the end of the run, from the last metrics report: its primary metric
+    over the rolling window and over every event it learned."""
 
     name: str
-    rolling_accuracy: float | None
-    cumulative_accuracy: float | None
+    rolling: float | None
+    cumulative: float | None
     events: int
 
 
@@ -99,6 +126,10 @@ class DemoSummary:
     """The outcome of a demo run."""
 
     model: str
+    metric: str
+    """The model's primary metric: every number and curve of the report is this one."""
+    stream: str
+    """The drift stream sent (a :data:`trainers.synthetic.KINDS` name)."""
     events: int
     drift_at: int
     rate: float | None
@@ -109,6 +140,9 @@ class DemoSummary:
     champion_version: int | None
     candidates: list[CandidateResult]
     versions: list[ModelVersion]
+    """The registry records that changed what serves (see :func:`changes_serving`)."""
+    notices: list[ModelVersion]
+    """Every other registry record: alerts, drift detections, drift actions."""
     predictions_by_version: dict[int, int]
     """Predictions per version that made them (includes the scorer's lag)."""
     served_when_produced: dict[int | None, int]
@@ -126,24 +160,24 @@ def latest_live(reports: Sequence[LiveReport]) -> dict[tuple[int, str], LiveRepo
     return dict(sorted(latest.items()))
 
 
+def trial_end_index(versions: Sequence[ModelVersion], index: int) -> int | None:
+    """The index of the record that ended the trial at ``versions[index]`` (registry records in
+    log order): the next one that changes what serves (a rollout, a rollback, a promotion,
+    another trial; not an alert or a notice), or None while it runs."""
+    return next((i for i in range(index + 1, len(versions)) if changes_serving(versions[i])), None)
+
+
 def trial_results(
     versions: Sequence[ModelVersion], published_at: Sequence[float], *, origin: float
 ) -> list[TrialResult]:
     """Every trial of ``versions`` (one model's registry records in log order, published at
-    ``published_at``) and the record that ended it: the next one that is not an ``alert``
-    (a rollout, a rollback, a promotion or another trial). Times in seconds from ``origin``."""
+    ``published_at``) and the record that ended it (:func:`trial_end_index`). Times in seconds
+    from ``origin``."""
     results = []
     for index, record in enumerate(versions):
         if record.kind not in TRIAL_KINDS:
             continue
-        end = next(
-            (
-                i
-                for i in range(index + 1, len(versions))
-                if versions[i].kind is not RecordKind.ALERT
-            ),
-            None,
-        )
+        end = trial_end_index(versions, index)
         results.append(
             TrialResult(
                 record,
@@ -155,9 +189,26 @@ def trial_results(
     return results
 
 
-def promotion_event(record: ModelVersion) -> int:
-    """The event index a version was promoted at: the offset after the last event it saw."""
-    return int(record.lineage["last_offset"]) + 1
+def record_event(record: ModelVersion) -> int | None:
+    """The event a registry record was made at: how many events the trainer had learned, as its
+    lineage says (``events`` for a version, ``event`` for a notice; None for a record without,
+    such as an operator's by hand).
+
+    Counted in events learned, like the metrics reports the plot draws, and not from offsets:
+    a record of the labeled topic may hold a batch of events, and with delayed labels the topic
+    also holds the events the scorer's join wrote.
+    """
+    events = record.lineage.get("events", record.lineage.get("event"))
+    return None if events is None else int(events)
+
+
+def changes_serving(record: ModelVersion) -> bool:
+    """Whether ``record`` changes what serves: a new version, a trial, a rollout, a rollback.
+
+    The other kinds (:data:`~streams.registry.records.INFORMATIONAL_KINDS`: a trainer's drift
+    and action notices, an alert) leave the serving version as it was.
+    """
+    return record.kind not in INFORMATIONAL_KINDS
 
 
 def served_when_produced(
@@ -191,6 +242,8 @@ def build_summary(
     observation: Observation,
     *,
     model: str,
+    metric: str,
+    stream: str,
     options: DemoOptions,
     produced_at: Mapping[str, float],
     scored_ids: Collection[str],
@@ -204,20 +257,24 @@ def build_summary(
 
     ``produced_at`` maps each event id to when it was sent (epoch seconds) and ``scored_ids``
     holds the ids of the events scored: they count predictions by the version serving when each
-    event was produced. ``delayed`` is what a ``--delayed-labels`` run adds.
+    event was produced. ``metric`` is the model's primary metric, the one reported; ``stream``
+    the drift stream sent.
+    ``delayed`` is what a ``--delayed-labels`` run adds.
     """
     latest = observation.latest or {}
     candidates = [
         CandidateResult(
             name=name,
-            rolling_accuracy=scores["rolling"].get("accuracy"),
-            cumulative_accuracy=scores["cumulative"].get("accuracy"),
+            rolling=scores["rolling"].get(metric),
+            cumulative=scores["cumulative"].get(metric),
             events=scores["n"],
         )
         for name, scores in latest.get("candidates", {}).items()
     ]
     return DemoSummary(
         model=model,
+        metric=metric,
+        stream=stream,
         events=options.events,
         drift_at=options.drift_index,
         rate=options.rate,
@@ -227,7 +284,8 @@ def build_summary(
         champion=latest.get("champion"),
         champion_version=latest.get("version"),
         candidates=candidates,
-        versions=list(observation.versions),
+        versions=[record for record in observation.versions if changes_serving(record)],
+        notices=[record for record in observation.versions if not changes_serving(record)],
         predictions_by_version=dict(sorted(observation.predictions_by_version.items())),
         served_when_produced=served_when_produced(
             produced_at, scored_ids, observation.versions, observation.published_at
@@ -240,14 +298,33 @@ def build_summary(
     )
 
 
-def accuracy_text(value: float | None) -> str:
-    """An accuracy as the report and the live view print it: four decimals, ``-`` when none."""
+def metric_text(value: float | None) -> str:
+    """A metric's value as the report and the live view print it: four decimals, ``-`` when
+    none.
+
+    >>> metric_text(0.93), metric_text(2.5), metric_text(None)
+    ('0.9300', '2.5000', '-')
+    """
     return "-" if value is None else f"{value:.4f}"
 
 
-def _p_value(record: ModelVersion) -> str:
-    p_value = record.evidence.get("p_value")
-    return "-" if p_value is None else f"{p_value:.3g}"
+def event_text(record: ModelVersion) -> str:
+    """:func:`record_event` as the report and the live view print it (``-`` when none)."""
+    at = record_event(record)
+    return "-" if at is None else f"{at:,}"
+
+
+def _test_text(record: ModelVersion) -> str:
+    """The paired test that promoted a version: the anytime-valid bound on the mean loss
+    difference and the alpha spent on it, or a fixed-sample test's p-value (older records)."""
+    evidence = record.evidence
+    if evidence.get("lower") is not None and evidence.get("alpha_spent") is not None:
+        return (
+            f"lower bound {evidence['lower']:.4f} > {evidence['threshold']:.4g} "
+            f"at alpha {evidence['alpha_spent']:.3g}"
+        )
+    p_value = evidence.get("p_value")
+    return "-" if p_value is None else f"p = {p_value:.3g}"
 
 
 def _window(record: ModelVersion) -> str:
@@ -261,53 +338,69 @@ def _rate(rate: float | None) -> str:
 
 def _rows(summary: DemoSummary) -> dict[str, tuple[list[str], list[list[str]]]]:
     """The summary's tables as (header, rows), shared by the terminal and the markdown."""
+    metric = summary.metric
     return {
         "Candidates": (
-            ["candidate", "rolling accuracy", "cumulative accuracy", "events learned"],
+            ["candidate", f"rolling {metric}", f"cumulative {metric}", "events learned"],
             [
                 [
                     c.name + (" (champion)" if c.name == summary.champion else ""),
-                    accuracy_text(c.rolling_accuracy),
-                    accuracy_text(c.cumulative_accuracy),
+                    metric_text(c.rolling),
+                    metric_text(c.cumulative),
                     f"{c.events:,}",
                 ]
                 for c in summary.candidates
             ],
         ),
         "Versions published": (
-            ["version", "candidate", "kind", "at event", "evidence window", "p-value"],
+            ["version", "candidate", "kind", "at event", "evidence window", "test"],
             [
                 [
                     f"v{r.version}",
                     str(r.candidate.get("name")),
                     r.kind,
-                    f"{promotion_event(r):,}",
+                    event_text(r),
                     _window(r),
-                    _p_value(r),
+                    _test_text(r),
                 ]
                 for r in summary.versions
+            ],
+        ),
+        NOTICES_TITLE: (
+            ["notice", "kind", "at event", "candidate", "reason"],
+            [
+                [
+                    "-" if r.notice_sequence is None else f"#{r.notice_sequence}",
+                    r.kind,
+                    event_text(r),
+                    str(r.candidate.get("name", "-")),
+                    r.reason,
+                ]
+                for r in summary.notices
             ],
         ),
         "Predictions per version": (
             ["version", "serving when the event was produced", "scored by it"],
             _prediction_rows(summary),
         ),
-        **(_delayed_rows(summary.delayed) if summary.delayed else {}),
+        **(_delayed_rows(summary.delayed, metric) if summary.delayed else {}),
     }
 
 
-def _delayed_rows(delayed: DelayedLabels) -> dict[str, tuple[list[str], list[list[str]]]]:
+def _delayed_rows(
+    delayed: DelayedLabels, metric: str
+) -> dict[str, tuple[list[str], list[list[str]]]]:
     return {
-        LIVE_TITLE: (
-            ["version", "arm", "served", "outcomes joined", "rolling accuracy", "cumulative"],
+        live_title(metric): (
+            ["version", "arm", "served", "outcomes joined", f"rolling {metric}", "cumulative"],
             [
                 [
                     f"v{r.version}",
                     r.arm,
                     f"{r.served:,}",
                     f"{r.joined:,}",
-                    accuracy_text(r.metric("accuracy", "rolling")),
-                    accuracy_text(r.metric("accuracy")),
+                    metric_text(r.metric(metric, "rolling")),
+                    metric_text(r.metric(metric)),
                 ]
                 for r in delayed.live
             ],
@@ -327,7 +420,12 @@ def _delayed_rows(delayed: DelayedLabels) -> dict[str, tuple[list[str], list[lis
     }
 
 
-LIVE_TITLE = "Live accuracy per served version and arm"
+def live_title(metric: str) -> str:
+    """The title of the scorer's live ``metric`` per served version and arm."""
+    return f"Live {metric} per served version and arm"
+
+
+NOTICES_TITLE = "Drift, actions and alerts"
 TRIALS_TITLE = "Trials"
 
 
@@ -376,8 +474,8 @@ PREDICTIONS_NOTE = (
 
 def _headline(summary: DemoSummary) -> str:
     return _labels_line(summary) + (
-        f"{summary.events:,} events of {summary.model!r} (concept drift at "
-        f"{summary.drift_at:,}), {_rate(summary.rate)}, seed {summary.seed}: "
+        f"{summary.events:,} events of {summary.model!r} ({summary.stream} stream, concept "
+        f"drift at {summary.drift_at:,}), {_rate(summary.rate)}, seed {summary.seed}: "
         f"{summary.learned:,} learned, {summary.scored:,} scored. Champion at the end: "
         f"{summary.champion} (v{summary.champion_version}). Workers ready in "
         f"{summary.startup_seconds:.1f} s; first event to last prediction "
@@ -426,14 +524,15 @@ def _markdown_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def summary_markdown(summary: DemoSummary, *, plot_name: str = PLOT_NAME) -> str:
-    """The summary as a markdown document that embeds the rolling-accuracy plot."""
+def summary_markdown(summary: DemoSummary, *, plot_file: str | None = None) -> str:
+    """The summary as a markdown document that embeds the plot (``plot_file``, beside it;
+    default: :func:`plot_name` of the summary's metric)."""
     lines = [
         f"# driftline demo: {summary.model}",
         "",
         _headline(summary),
         "",
-        f"![Rolling accuracy of each candidate]({plot_name})",
+        f"![Rolling {summary.metric} of each candidate]({plot_file or plot_name(summary.metric)})",
     ]
     if summary.missing:
         lines += ["", "## Missing", "", *(f"- {line}" for line in summary.missing)]
@@ -448,28 +547,20 @@ def summary_markdown(summary: DemoSummary, *, plot_name: str = PLOT_NAME) -> str
     return "\n".join(lines) + "\n"
 
 
-def plot_rolling_accuracy(
+def plot_rolling_metric(
     metrics: Sequence[Mapping[str, Any]],
-    versions: Sequence[ModelVersion],
+    records: Sequence[ModelVersion],
     *,
+    metric: str,
     drift_at: int,
     path: Path,
 ) -> Path:
-    """Each candidate's rolling accuracy over the event index, with the drift and promotions."""
+    """Each candidate's rolling ``metric`` over the event index, with the concept drift, the
+    span each version served (shaded), and every other registry record (a drift detection, an
+    action, an alert) as a thin line labeled with its kind."""
     plt = _pyplot()
-
-    curves: dict[str, tuple[list[int], list[float]]] = {}
-    for report in metrics:
-        # The offset of the report's last event, +1: the number of events before it, like
-        # promotion_event (the demo's labeled topic is fresh, so offsets count from 0).
-        event = int(report["offset"]) + 1
-        for name, scores in report["candidates"].items():
-            accuracy = scores["rolling"].get("accuracy")
-            if accuracy is not None:
-                xs, ys = curves.setdefault(name, ([], []))
-                xs.append(event)
-                ys.append(accuracy)
-
+    # A report's x: the events learned when it was made, as record_event counts them.
+    curves = _candidate_curves(((int(r["events"]), r) for r in metrics), metric)
     figure, axes = plt.subplots(figsize=(10, 5.2), dpi=120)
     colors: dict[str, ColorType] = {}
     for name, (xs, ys) in curves.items():
@@ -477,24 +568,51 @@ def plot_rolling_accuracy(
         colors[name] = line.get_color()
     axes.axvline(drift_at, color="black", linestyle="--", linewidth=1.2, label="concept drift")
     last_event = max([xs[-1] for xs, _ in curves.values()], default=drift_at)
-    promotions = sorted(versions, key=promotion_event)
-    for index, record in enumerate(promotions):
-        at = promotion_event(record)
+    located = [(at, r) for r in records if (at := record_event(r)) is not None]
+    promotions = sorted((item for item in located if changes_serving(item[1])), key=_first)
+    for index, (at, record) in enumerate(promotions):
         name = str(record.candidate.get("name"))
         color = colors.get(name, "tab:red")
         # Shade the span this version served (until the next promotion) in its candidate's color.
-        following = promotions[index + 1] if index + 1 < len(promotions) else None
-        until = promotion_event(following) if following else last_event
+        until = promotions[index + 1][0] if index + 1 < len(promotions) else last_event
         axes.axvspan(at, max(at, until), color=color, alpha=0.07, linewidth=0)
         axes.axvline(at, color=color, linestyle=":", linewidth=1.4)
         _label_version(axes, at, f"v{record.version} {name}", color=color, fontsize=9)
+    # A drift and the actions it caused share their event: one line, one label.
+    notices: dict[int, list[ModelVersion]] = {}
+    for at, record in located:
+        if not changes_serving(record):
+            notices.setdefault(at, []).append(record)
+    for at, same_event in notices.items():
+        color = _record_color(same_event[0])
+        axes.axvline(at, color=color, linestyle="-.", linewidth=0.9)
+        label = ", ".join(_notice_label(record) for record in same_event)
+        _label_version(axes, at, label, color=color, fontsize=8)
     model = metrics[-1]["model"] if metrics else ""
-    axes.set_title(f"{model}: rolling accuracy of each candidate (prequential)")
+    axes.set_title(f"{model}: rolling {metric} of each candidate (prequential)")
     axes.set_xlabel("event index")
-    axes.set_ylabel("rolling accuracy")
+    axes.set_ylabel(f"rolling {metric}")
     axes.grid(alpha=0.3)
-    axes.legend(loc="lower right", title="shaded: the serving version")
+    axes.legend(loc=_legend_corner(metric), title="shaded: the serving version")
     return _save(figure, path)
+
+
+def _first(item: tuple[int, ModelVersion]) -> int:
+    return item[0]
+
+
+def _legend_corner(metric: str) -> str:
+    # Away from where the curves mostly are: near the top for a score, near zero for a loss.
+    return "lower right" if HIGHER_IS_BETTER[metric] else "upper right"
+
+
+def _notice_label(record: ModelVersion) -> str:
+    """A short label: ``drift in steady``, ``reset``, ``refit suppressed``, ``alert``."""
+    if record.kind is RecordKind.ACTION:
+        suppressed = " suppressed" if record.evidence.get("suppressed") else ""
+        return f"{record.evidence.get('action', 'action')}{suppressed}"
+    candidate = record.candidate.get("name")
+    return f"{record.kind} in {candidate}" if candidate else str(record.kind)
 
 
 #: How each arm's live curve is drawn: the version gives the color, the arm the line style.
@@ -503,22 +621,24 @@ _ARM_STYLES = {"stable": "-", "canary": "--", "shadow": ":"}
 _VERSION_COLORS = ("tab:blue", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 
 
-def plot_live_accuracy(
+def plot_live_metric(
     observation: Observation,
     *,
+    metric: str,
     origin: float,
     drift_sent_at: float | None,
     path: Path,
 ) -> Path:
     """Two panels on one time axis (seconds from ``origin``, the first event sent): the
-    trainer's rolling accuracy per candidate (prequential, when each report was published),
-    and the scorer's live rolling accuracy per served (version, arm), from joined outcomes.
+    trainer's rolling ``metric`` per candidate (prequential, when each report was published),
+    and the scorer's live rolling ``metric`` per served (version, arm), from joined outcomes.
     Each registry record is a vertical line in both; the concept switch, when it was sent."""
     plt = _pyplot()
     figure, (trainer_axes, live_axes) = plt.subplots(2, 1, figsize=(10, 7.5), dpi=120, sharex=True)
-    for name, (xs, ys) in _trainer_curves(observation, origin).items():
+    reports = zip((at - origin for at in observation.metrics_at), observation.metrics, strict=True)
+    for name, (xs, ys) in _candidate_curves(reports, metric).items():
         trainer_axes.plot(xs, ys, label=name, linewidth=1.8)
-    live = live_curves(observation.live, origin)
+    live = live_curves(observation.live, metric, origin)
     for (version, arm), (xs, ys) in live.items():
         live_axes.plot(
             xs,
@@ -538,58 +658,62 @@ def plot_live_accuracy(
         label = f"v{record.version} {record.kind}"
         _label_version(live_axes, at - origin, label, color=_record_color(record), fontsize=8)
     model = observation.metrics[-1]["model"] if observation.metrics else ""
-    trainer_axes.set_title(f"{model}: the trainer's rolling accuracy per candidate (prequential)")
-    trainer_axes.set_ylabel("rolling accuracy")
-    trainer_axes.legend(loc="lower right", title="dashed black: the concept switch sent")
-    live_axes.set_title("live rolling accuracy per served version and arm (joined outcomes)")
-    live_axes.set_ylabel("live rolling accuracy")
+    corner = _legend_corner(metric)
+    trainer_axes.set_title(f"{model}: the trainer's rolling {metric} per candidate (prequential)")
+    trainer_axes.set_ylabel(f"rolling {metric}")
+    trainer_axes.legend(loc=corner, title="dashed black: the concept switch sent")
+    live_axes.set_title(f"live rolling {metric} per served version and arm (joined outcomes)")
+    live_axes.set_ylabel(f"live rolling {metric}")
     live_axes.set_xlabel("seconds since the first event was sent")
     if live:
-        live_axes.legend(loc="lower right", title="dotted: registry records")
+        live_axes.legend(loc=corner, title="dotted: registry records")
     return _save(figure, path)
 
 
 def live_curves(
-    reports: Sequence[LiveReport], origin: float
+    reports: Sequence[LiveReport], metric: str, origin: float
 ) -> dict[tuple[int, str], tuple[list[float], list[float]]]:
-    """Per served (version, arm), its live rolling accuracy over time (seconds from
+    """Per served (version, arm), its live rolling ``metric`` over time (seconds from
     ``origin``): one point per report that joined new outcomes, so that a version that stopped
     serving ends where its last outcome was joined (the scorer keeps reporting it)."""
     curves: dict[tuple[int, str], tuple[list[float], list[float]]] = {}
     joined: dict[tuple[int, str], int] = {}
     for report in reports:
         key = (report.version, report.arm)
-        accuracy = report.metric("accuracy", "rolling")
-        if accuracy is None or report.ts is None or joined.get(key) == report.joined:
+        value = report.metric(metric, "rolling")
+        if value is None or report.ts is None or joined.get(key) == report.joined:
             continue
         joined[key] = report.joined
         xs, ys = curves.setdefault(key, ([], []))
         xs.append(report.ts - origin)
-        ys.append(accuracy)
+        ys.append(value)
     return dict(sorted(curves.items()))
 
 
-def _trainer_curves(
-    observation: Observation, origin: float
+def _candidate_curves(
+    reports: Iterable[tuple[float, Mapping[str, Any]]], metric: str
 ) -> dict[str, tuple[list[float], list[float]]]:
+    """Per candidate, its rolling ``metric`` in the trainer's ``(x, report)`` pairs."""
     curves: dict[str, tuple[list[float], list[float]]] = {}
-    for report, at in zip(observation.metrics, observation.metrics_at, strict=True):
+    for x, report in reports:
         for name, scores in report["candidates"].items():
-            accuracy = scores["rolling"].get("accuracy")
-            if accuracy is not None:
+            value = scores["rolling"].get(metric)
+            if value is not None:
                 xs, ys = curves.setdefault(name, ([], []))
-                xs.append(at - origin)
-                ys.append(accuracy)
+                xs.append(x)
+                ys.append(value)
     return curves
 
 
 def _record_color(record: ModelVersion) -> str:
-    # What a record does to traffic, at a glance: a trial starts, ends well, ends badly.
+    # What a record is, at a glance: a trial starts, ends well, ends badly; a drift, an action.
     return {
         RecordKind.CANARY: "tab:orange",
         RecordKind.SHADOW: "tab:orange",
         RecordKind.ROLLOUT: "tab:green",
         RecordKind.ROLLBACK: "tab:red",
+        RecordKind.DRIFT: "crimson",
+        RecordKind.ACTION: "darkgoldenrod",
     }.get(record.kind, "tab:gray")
 
 

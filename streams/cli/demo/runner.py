@@ -4,8 +4,11 @@
 fresh names, starts the trainer and scoring workers as subprocesses, waits until both are ready
 (the live view shows each one's start-up stage, from its log), streams the drift dataset while
 the live view shows what they publish, waits until every event is learned and scored, and writes
-the report. Each run writes its workers' logs afresh. Whatever happens (an error, Ctrl-C,
-SIGTERM), its ``finally`` stops what the demo started.
+the report. The configuration's first model is the one shown: its task picks the drift stream
+(:meth:`DemoOptions.stream_for <streams.cli.demo.options.DemoOptions.stream_for>`), and its
+policy's metric is the one the view and the report show. Each run writes its workers' logs
+afresh. Whatever happens (an error, Ctrl-C, SIGTERM), its ``finally`` stops what the demo
+started.
 """
 
 from __future__ import annotations
@@ -38,13 +41,13 @@ from streams.cli.demo.errors import DemoError, WorkerExited
 from streams.cli.demo.live import REFRESH_PER_SECOND, LiveState, live_view
 from streams.cli.demo.options import DemoOptions
 from streams.cli.demo.report import (
-    PLOT_NAME,
     SUMMARY_NAME,
     DelayedLabels,
     build_summary,
     latest_live,
-    plot_live_accuracy,
-    plot_rolling_accuracy,
+    plot_live_metric,
+    plot_name,
+    plot_rolling_metric,
     summary_markdown,
     summary_tables,
     trial_results,
@@ -237,22 +240,26 @@ def _stream(
     options: DemoOptions,
     *,
     model: str,
+    kind: str,
     topics: Topics,
     kafka_config: Mapping[str, Any],
     state: LiveState,
     workers: Sequence[Worker],
 ) -> dict[str, float]:
-    """Send the events at the options' rate; returns when each was sent, by event id."""
+    """Send the ``kind`` drift stream at the options' rate; returns when each event was sent,
+    by event id."""
     produced_at: dict[str, float] = {}
     settings = dict(kafka_config)
     with EventProducer(
         settings.pop("bootstrap_servers"),
         topic=topics.labeled,
         unlabeled_topic=topics.unlabeled,
+        # One record per event: the report counts events by their offsets (record_event).
+        batch_events=1,
         **settings,
     ) as producer:
         events = replay.from_drift(
-            "sea",
+            kind,
             model=model,
             events=options.events,
             drift_at=options.drift_index,
@@ -318,8 +325,11 @@ def run(options: DemoOptions, *, console: Console | None = None) -> int:
     report_dir = options.report_dir.resolve()
     if not config_path.is_file():
         raise DemoError(f"no configuration at {config_path}")
+    # Before anything starts: the model's task picks the stream and limits what the options do.
+    task = next(iter(load_config(config_path).models.values())).task
+    kind = options.stream_for(task)
     if options.delayed_labels:
-        check_options(options)
+        check_options(options, task)
     report_dir.mkdir(parents=True, exist_ok=True)
     run_id = f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     stack: LocalStack | None = None
@@ -332,6 +342,7 @@ def run(options: DemoOptions, *, console: Console | None = None) -> int:
         env = _environment(endpoints, run_id, console)
         config = load_config(config_path, env)
         model = next(iter(config.models))
+        spec = config.models[model]
         note = None
         if options.delayed_labels:
             env.update(worker_environment(model))
@@ -360,7 +371,10 @@ def run(options: DemoOptions, *, console: Console | None = None) -> int:
             ),
         ]
         state = LiveState(
-            events=options.events, report_every=config.worker.metrics_every, note=note
+            events=options.events,
+            metric=spec.policy.metric,
+            report_every=config.worker.metrics_every,
+            note=note,
         )
         every = config.worker.metrics_every
         delayed: DelayedStream | None = None
@@ -377,6 +391,7 @@ def run(options: DemoOptions, *, console: Console | None = None) -> int:
                 delayed = stream_delayed(
                     options,
                     model=model,
+                    kind=kind,
                     config=config,
                     settings=settings,
                     state=state,
@@ -391,6 +406,7 @@ def run(options: DemoOptions, *, console: Console | None = None) -> int:
                 produced_at = _stream(
                     options,
                     model=model,
+                    kind=kind,
                     topics=config.topics,
                     kafka_config=kafka_config,
                     state=state,
@@ -417,6 +433,8 @@ def run(options: DemoOptions, *, console: Console | None = None) -> int:
         summary = build_summary(
             final,
             model=model,
+            metric=spec.policy.metric,
+            stream=kind,
             options=options,
             produced_at=produced_at,
             scored_ids=watcher.scored_event_ids(),
@@ -428,22 +446,25 @@ def run(options: DemoOptions, *, console: Console | None = None) -> int:
         )
         out = Console()
         out.print(summary_tables(summary))
+        plot_path = report_dir / plot_name(summary.metric)
         if delayed is None:
-            plot = plot_rolling_accuracy(
+            plot = plot_rolling_metric(
                 final.metrics,
-                summary.versions,
+                final.versions,
+                metric=summary.metric,
                 drift_at=summary.drift_at,
-                path=report_dir / PLOT_NAME,
+                path=plot_path,
             )
         else:
-            plot = plot_live_accuracy(
+            plot = plot_live_metric(
                 final,
+                metric=summary.metric,
                 origin=delayed.started_at,
                 drift_sent_at=delayed.drift_sent_at,
-                path=report_dir / PLOT_NAME,
+                path=plot_path,
             )
         markdown = report_dir / SUMMARY_NAME
-        text = summary_markdown(summary, plot_name=plot.name)
+        text = summary_markdown(summary, plot_file=plot.name)
         if endpoints.prometheus_url:
             query = _prometheus_query(endpoints.prometheus_url)
             text += f"\nPrometheus: [events learned per model]({query})\n"

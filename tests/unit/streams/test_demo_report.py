@@ -12,12 +12,13 @@ from streams.cli.demo import (
     Observation,
     RateMeter,
     build_summary,
-    plot_rolling_accuracy,
-    promotion_event,
+    plot_rolling_metric,
+    record_event,
     summary_markdown,
 )
 from streams.cli.demo.report import served_when_produced
 from streams.cli.demo.watcher import TopicWatcher
+from streams.contract import event_position
 from streams.registry.records import ArtifactRef, ModelVersion
 from streams.topics import Topics
 
@@ -56,7 +57,13 @@ def model_version(
         previous_version=number - 1 or None,
         reason=f"{candidate} won | by a margin",
         evidence={"window": [last_offset - 998, last_offset + 1], **evidence},
-        lineage={"topic": "t", "partition": 0, "first_offset": 0, "last_offset": last_offset},
+        lineage={
+            "topic": "t",
+            "partition": 0,
+            "first_offset": 0,
+            "last_offset": event_position(last_offset, None),
+            "events": last_offset + 1,
+        },
         artifact=ArtifactRef(key="k", sha256="0" * 64, size=1, signature="s"),
     )
 
@@ -89,6 +96,8 @@ SCORED = frozenset(PRODUCED_AT)
 def summarise(observation: Observation, **overrides: Any):
     settings: dict[str, Any] = {
         "model": "sea",
+        "metric": "accuracy",
+        "stream": "sea",
         "options": DemoOptions(events=2000, rate=1000, seed=7),
         "produced_at": PRODUCED_AT,
         "scored_ids": SCORED,
@@ -106,14 +115,14 @@ def test_an_observation_counts_events_learned_from_the_last_report(observation) 
 
 
 def test_a_promotion_happens_after_the_last_event_it_saw(observation) -> None:
-    assert [promotion_event(v) for v in observation.versions] == [1000, 2000]
+    assert [record_event(v) for v in observation.versions] == [1000, 2000]
 
 
 def test_the_summary_takes_the_last_report_and_every_version(observation) -> None:
     summary = summarise(observation)
     assert (summary.learned, summary.scored, summary.drift_at) == (2000, 2000, 1000)
     assert (summary.champion, summary.champion_version) == ("agile", 2)
-    assert [(c.name, c.rolling_accuracy, c.events) for c in summary.candidates] == [
+    assert [(c.name, c.rolling, c.events) for c in summary.candidates] == [
         ("steady", 0.93, 2000),
         ("agile", 0.97, 2000),
     ]
@@ -127,11 +136,11 @@ def test_the_markdown_embeds_the_plot_and_lists_versions_and_predictions(observa
         options=DemoOptions(events=2000, drift_at=1200),
         missing=["after 120 s: scored 1,999 of 2,000 events"],
     )
-    text = summary_markdown(summary, plot_name="plot.png")
+    text = summary_markdown(summary, plot_file="plot.png")
     assert "![Rolling accuracy of each candidate](plot.png)" in text
-    assert "concept drift at 1,200" in text
+    assert "(sea stream, concept drift at 1,200)" in text
     assert "| agile (champion) | 0.9700 | 0.9600 | 2,000 |" in text
-    assert "| v2 | agile | challenger | 2,000 | 1,001-2,000 | 0.00123 |" in text
+    assert "| v2 | agile | challenger | 2,000 | 1,001-2,000 | p = 0.00123 |" in text
     assert "| v1 | steady | initial | 1,000 | 1-1,000 | - |" in text
     assert "| version | serving when the event was produced | scored by it |" in text
     assert "| none yet | 1,000 | - |" in text
@@ -144,8 +153,12 @@ def test_the_markdown_embeds_the_plot_and_lists_versions_and_predictions(observa
 
 
 def test_the_plot_is_a_png(observation, tmp_path: Path) -> None:
-    path = plot_rolling_accuracy(
-        observation.metrics, observation.versions, drift_at=1200, path=tmp_path / "out/p.png"
+    path = plot_rolling_metric(
+        observation.metrics,
+        observation.versions,
+        metric="accuracy",
+        drift_at=1200,
+        path=tmp_path / "out/p.png",
     )
     data = path.read_bytes()
     assert data.startswith(PNG_MAGIC)
@@ -153,7 +166,7 @@ def test_the_plot_is_a_png(observation, tmp_path: Path) -> None:
 
 
 def test_a_plot_without_records_is_still_drawn(tmp_path: Path) -> None:
-    path = plot_rolling_accuracy([], [], drift_at=10, path=tmp_path / "empty.png")
+    path = plot_rolling_metric([], [], metric="mae", drift_at=10, path=tmp_path / "empty.png")
     assert path.read_bytes().startswith(PNG_MAGIC)
 
 

@@ -66,7 +66,7 @@ def render(state: LiveState, observation: Observation) -> str:
 
 
 def test_the_live_view_shows_the_start_up_then_why_nothing_is_learned_yet() -> None:
-    state = LiveState(events=1000, report_every=500)
+    state = LiveState(events=1000, metric="accuracy", report_every=500)
     assert state.phase == STARTING
     state.workers["trainer worker"] = "joined its consumer group, waiting for partitions"
     text = render(state, Observation())

@@ -22,7 +22,7 @@ from streams.cli.demo.report import (
     DelayedLabels,
     latest_live,
     live_curves,
-    plot_live_accuracy,
+    plot_live_metric,
     trial_results,
 )
 from streams.cli.demo.trials import publish_canary, train_candidate
@@ -113,7 +113,9 @@ def test_the_mode_loosens_the_guardrail_and_says_so() -> None:
     assert env["DRIFTLINE__worker__metrics_interval"] == "1"
     assert "tolerance 0.1 instead of 0.02" in guardrail_note("sea")
     with pytest.raises(DemoError, match="at least 6,000 events"):
-        check_options(DemoOptions(events=5_000, delayed_labels=True))
+        check_options(DemoOptions(events=5_000, delayed_labels=True), "classification")
+    with pytest.raises(DemoError, match="classification model, not regression"):
+        check_options(DemoOptions(events=10_000, delayed_labels=True), "regression")
 
 
 def test_a_bad_canary_is_stored_signed_and_published_beside_the_stable_version() -> None:
@@ -173,7 +175,7 @@ def test_live_accuracy_keeps_the_last_report_per_version_and_arm() -> None:
 
 
 def test_a_live_curve_ends_with_the_last_outcome_joined() -> None:
-    curves = live_curves(REPORTS, origin=100.0)
+    curves = live_curves(REPORTS, "accuracy", origin=100.0)
     assert curves == {(1, "stable"): ([1.0, 3.0], [0.99, 0.98]), (2, "canary"): ([2.0], [0.02])}
 
 
@@ -227,7 +229,8 @@ def test_the_report_shows_live_accuracy_per_arm_and_the_trials(observation) -> N
         unmatched=2,
     )
     summary = build_summary(
-        observation, model="sea", options=DemoOptions(events=2060, delayed_labels=True),
+        observation, model="sea", metric="accuracy", stream="sea",
+        options=DemoOptions(events=2060, delayed_labels=True),
         produced_at={}, scored_ids=(), startup_seconds=1, pipeline_seconds=2, total_seconds=3,
         delayed=delayed,
     )  # fmt: skip
@@ -249,7 +252,7 @@ def test_the_live_view_shows_live_accuracy_per_arm(observation) -> None:
     from rich.console import Console
 
     console = Console(width=140, record=True)
-    state = LiveState(events=100, phase="streaming", note="guardrail loosened")
+    state = LiveState(events=100, metric="accuracy", phase="streaming", note="guardrail loosened")
     console.print(live_view(state, observation))
     text = console.export_text()
     assert "guardrail loosened" in text and "live accuracy per served version" in text
@@ -257,8 +260,8 @@ def test_the_live_view_shows_live_accuracy_per_arm(observation) -> None:
 
 
 def test_the_plot_draws_both_panels(observation, tmp_path: Path) -> None:
-    path = plot_live_accuracy(
-        observation, origin=100.0, drift_sent_at=105.0, path=tmp_path / "p.png"
+    path = plot_live_metric(
+        observation, metric="accuracy", origin=100.0, drift_sent_at=105.0, path=tmp_path / "p.png"
     )
     assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert path.stat().st_size > 20_000

@@ -86,6 +86,7 @@ def test_invalid_event_is_not_sent(fake_kafka: type[FakeKafkaProducer]) -> None:
     producer.send(event("ok"))
     with pytest.raises(InvalidEvent):
         producer.send(event("bad", label=None))
+    producer.flush()
     assert [orjson.loads(value)["event_id"] for _, _, value in fake_kafka.instances[0].sent] == [
         "ok"
     ]
@@ -94,6 +95,7 @@ def test_invalid_event_is_not_sent(fake_kafka: type[FakeKafkaProducer]) -> None:
 def test_sends_keyed_by_model_with_durable_defaults(fake_kafka: type[FakeKafkaProducer]) -> None:
     with EventProducer("broker:9092", security_protocol="SSL", linger_ms=20) as producer:
         producer.send(event())
+        producer.flush()
         producer.send_unlabeled(event("u-1", model="fraud"))
     kafka = fake_kafka.instances[0]
     assert kafka.config["acks"] == "all"

@@ -142,7 +142,7 @@ def test_a_diff_lists_the_leaves_that_differ():
 def test_kinds_keep_their_json_values():
     assert {kind.value for kind in RecordKind} == {
         *["initial", "challenger", "refresh", "canary", "shadow"],
-        *["manual", "rollout", "rollback", "alert"],
+        *["manual", "rollout", "rollback", "alert", "drift", "action"],
     }
     assert {RecordKind.MANUAL, RecordKind.ROLLBACK} == MANUAL_KINDS
     record = trained(1)

@@ -177,7 +177,7 @@ def test_candidate_keeps_its_own_copy_of_the_spec():
             "regression",
             "allowed: .*alpha",
         ),
-        ({"name": "x"}, "classification", "exactly one of 'river' or 'sklearn'"),
+        ({"name": "x"}, "classification", "exactly one of 'river', 'sklearn' or 'sklearn_window'"),
         (
             {"name": "x", "river": "naive_bayes.GaussianNB", "extra": 1},
             "classification",

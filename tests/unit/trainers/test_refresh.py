@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import pickle
 
+from trainers.sequential import METHOD
 from trainers.spec import ModelSpec
 from trainers.synthetic import drift_stream
 from trainers.trainer import ModelTrainer
@@ -71,14 +72,15 @@ def test_a_refresh_is_issued_once_the_live_champion_beats_its_served_copy_after_
     trainer = ModelTrainer(spec())
     promotions = run(trainer)
     refreshes = [p for p in promotions if p.kind == "refresh"]
-    after_drift = [p for p in refreshes if p.evidence["window"][0] > DRIFT_AT]
+    # The served copy and the live champion agree until the drift: only after it can one win.
+    after_drift = [p for p in refreshes if p.evidence["window"][1] > DRIFT_AT]
     assert after_drift, [(p.version, p.kind, p.evidence["window"]) for p in promotions]
     refresh = after_drift[0]
     assert refresh.candidate == "agile" and refresh.previous_version == refresh.version - 1
     assert refresh.evidence["served_version"] == refresh.previous_version
-    assert refresh.evidence["decision"] == "refresh" and refresh.evidence["test"] == "mcnemar"
-    margin = refresh.evidence["challenger_metric"] - refresh.evidence["champion_metric"]
-    assert margin >= POLICY["margin"] and refresh.evidence["p_value"] < POLICY["alpha"]
+    assert refresh.evidence["decision"] == "refresh" and refresh.evidence["test"] == METHOD
+    assert refresh.evidence["lower"] > refresh.evidence["threshold"] == POLICY["margin"]
+    assert refresh.evidence["alpha_spent"] < POLICY["alpha"]
     assert refresh.reason.startswith("refresh of champion 'agile': ")
     # Versions count on; the served copy is now the refreshed one.
     assert [p.version for p in promotions] == list(range(1, len(promotions) + 1))
@@ -126,8 +128,11 @@ def test_a_format_2_snapshot_is_upgraded_without_a_served_copy():
     run(trainer, 0, 1500)
     old = copy.copy(trainer)
     old.__dict__ = dict(trainer.__dict__)
-    for name in ("_served_copy", "_served_score", "_served_failure", "_trial", "_learned"):
+    format_2_lacks = ("_served_copy", "_served_score", "_served_failure", "_trial", "_learned")
+    for name in (*format_2_lacks, "_drift", "_detections", "_tests"):
         del old.__dict__[name]
+    # Before complete lineage, the first and last position of each source.
+    old.__dict__["_positions"] = old.__dict__.pop("_lineage").spans
     old._format = 2
     restored, _ = ModelTrainer.restore(pickle.dumps(old), spec())
     assert restored.served_copy is None and restored.trial is None

@@ -11,7 +11,14 @@ from trainers.spec import ModelSpec
 from trainers.synthetic import drift_stream
 from trainers.trainer import ModelTrainer
 
-POLICY = {"warmup": 300, "every": 300, "min_samples": 300, "cooldown": 600, "alpha": 0.05}
+POLICY = {
+    "warmup": 300,
+    "every": 300,
+    "min_samples": 300,
+    "cooldown": 600,
+    "alpha": 0.05,
+    "margin": 0,
+}
 EVENTS = list(drift_stream("sea", n=6000, drift_at=1500, seed=4))
 
 
@@ -28,13 +35,11 @@ def sea_spec(strategy="direct", **rollout):
                     "river": "StandardScaler | LogisticRegression",
                     "params": {"LogisticRegression": {"optimizer": {"SGD": 0.01}}},
                 },
-                {
-                    "name": "agile",
-                    "river": "StandardScaler | LogisticRegression",
-                    "params": {"LogisticRegression": {"optimizer": {"SGD": 0.1}}},
-                },
+                {"name": "agile", "river": "StandardScaler | linear_model.PAClassifier"},
             ],
             "policy": POLICY,
+            # The detection restarts the paired tests: "agile" wins on evidence after the drift.
+            "drift": {"detector": "ADWIN"},
             "rollout": {"strategy": strategy, **rollout},
         },
     )

@@ -1,8 +1,9 @@
 """The story the end-to-end test on Kafka repeats, run in-process with examples/sea.toml.
 
 40,000 SEA events with an abrupt concept switch after event 20,000: the configured champion
-"steady" is published as version 1 after warmup, holds while the concept holds, and "agile" is
-promoted as a challenger on evidence gathered entirely after the switch.
+"steady" is published as version 1 after warmup, holds while the concept holds, ADWIN detects the
+switch on its errors, and "agile" is promoted as a challenger on evidence gathered entirely after
+the switch.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+from trainers.sequential import METHOD
 from trainers.spec import ModelSpec
 from trainers.synthetic import drift_stream
 from trainers.trainer import ModelTrainer
@@ -38,8 +40,11 @@ def test_sea_story():
     assert (first.kind, first.candidate) == ("challenger", "agile")
     evidence = first.evidence
     assert evidence["champion"] == "steady"
-    assert evidence["test"] == "mcnemar"
-    assert evidence["p_value"] < spec.policy.alpha
-    assert evidence["challenger_metric"] - evidence["champion_metric"] >= spec.policy.margin
+    assert evidence["test"] == METHOD
+    assert evidence["lower"] > evidence["threshold"] == spec.policy.margin
+    assert evidence["alpha_spent"] < spec.policy.alpha
+    detection = trainer.take_detections()[0]
+    assert (detection.candidate, detection.detector) == ("steady", "ADWIN")
+    assert DRIFT_AT < detection.event <= evidence["window"][0]
     # Promoted promptly: within the first two policy evaluations that see only the new concept.
     assert evidence["window"][1] <= DRIFT_AT + 2 * spec.policy.min_samples

@@ -87,7 +87,8 @@ def test_every_allowed_estimator_trains_in_a_trainer_without_quarantine(name, st
             "task": task,
             "window": 100,
             "candidates": [spec_of(name), other],
-            "policy": {"warmup": 100, "every": 100, "min_samples": 100, "cooldown": 0},
+            "policy": {"warmup": 100, "every": 100, "min_samples": 100, "cooldown": 0}
+            | ({"loss_scale": 10.0} if task == "regression" else {}),
         },
     )
     trainer = ModelTrainer(spec)
