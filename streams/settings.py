@@ -27,6 +27,7 @@ Settings never show a password or the key in their ``repr``: they may end up in 
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 import urllib.parse
@@ -43,6 +44,7 @@ __all__ = [
     "REDIS_PREFIX_ENV",
     "REDIS_URL_ENV",
     "SASL_MECHANISMS",
+    "SECRET_CLIENT_SETTINGS",
     "SIGNING_KEY_ENV",
     "SIGNING_KEY_FILE_ENV",
     "Settings",
@@ -50,6 +52,7 @@ __all__ = [
     "authenticated_principal",
     "faust_broker_options",
     "kafka_ssl_context",
+    "redacted_settings",
     "redacted_url",
 ]
 
@@ -324,3 +327,37 @@ def redacted_url(url: str) -> str:
         return url
     host = parts.netloc.rsplit("@", 1)[1]
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+SECRET_CLIENT_SETTINGS = frozenset({"sasl_plain_password", "ssl_password"})
+"""Kafka client settings whose values never appear in a log line."""
+
+
+def redacted_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` with every secret's value replaced by ``***``.
+
+    >>> redacted_settings({"sasl_plain_username": "trainer", "sasl_plain_password": "s3cret"})
+    {'sasl_plain_username': 'trainer', 'sasl_plain_password': '***'}
+    """
+    return {
+        name: "***" if name in SECRET_CLIENT_SETTINGS and value else value
+        for name, value in settings.items()
+    }
+
+
+class _RedactClientSettings(logging.Filter):
+    """Redacts the client configuration kafka-python's admin client logs at debug, whole."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # logging unwraps a lone mapping argument: ``record.args`` is then the mapping itself.
+        if isinstance(record.args, Mapping):
+            record.args = redacted_settings(record.args)
+        elif isinstance(record.args, tuple):
+            record.args = tuple(
+                redacted_settings(arg) if isinstance(arg, Mapping) else arg for arg in record.args
+            )
+        return True
+
+
+# Installed on import: every process that holds Kafka secrets reads them through this module.
+logging.getLogger("kafka.admin.client").addFilter(_RedactClientSettings())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import pytest
 
@@ -88,3 +89,22 @@ def test_settings_are_frozen_and_never_show_a_secret():
     shown = repr(settings)
     assert "staging:" in shown
     assert all(secret not in shown for secret in ("kafka-s3cret", "redis-s3cret", "key-s3cret"))
+
+
+def test_the_admin_clients_debug_log_of_its_configuration_shows_no_password(caplog):
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    secret = "not-for-any-log"
+    with caplog.at_level(logging.DEBUG, logger="kafka"), pytest.raises(KafkaError):
+        KafkaAdminClient(
+            bootstrap_servers="127.0.0.1:1",
+            security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism="PLAIN",
+            sasl_plain_username="trainer",
+            sasl_plain_password=secret,
+            api_version_auto_timeout_ms=200,
+        )
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "'sasl_plain_password': '***'" in logged
+    assert secret not in logged
