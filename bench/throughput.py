@@ -53,6 +53,7 @@ from typing import Any
 
 import redis
 from kafka.partitioner.default import murmur2
+from pipeline_throughput import faust_ceiling
 
 from streams.admin import ensure_topics
 from streams.config import load_config
@@ -257,19 +258,6 @@ def in_process_rate(spec: ModelSpec, events: list[dict[str, Any]]) -> Rate:
         len(events) / (time.perf_counter() - started),
         len(events) / (time.process_time() - cpu),
     )
-
-
-def faust_ceiling(topic: str, events: int, bootstrap: str) -> float:
-    script = Path(__file__).with_name("faust_ceiling.py")
-    result = subprocess.run(
-        [sys.executable, str(script), bootstrap, topic, str(events)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=True,
-    )
-    # faust's worker may draw a spinner on stdout before the figure.
-    return float(re.findall(r"(\d+)\s*$", result.stdout)[0])
 
 
 @dataclass
