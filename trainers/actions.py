@@ -187,12 +187,15 @@ class DriftResponder:
             "drift",
             detection.candidate,
             f"{detection.detector} detected a drift in the loss of {detection.candidate!r} "
-            f"at event {detection.event}",
+            f"at event {detection.event}"
+            + ("" if detection.worsened else ": the loss fell, no action taken"),
             {"detector": detection.detector, **detection.evidence},
             lineage,
         )
         notices = [drift]
         actions = []
+        if not detection.worsened:
+            return Plan((), (drift,))
         since = None if self.last_action_event is None else detection.event - self.last_action_event
         limited = since is not None and since < spec.min_events_between_actions
         if spec.actions and not limited:

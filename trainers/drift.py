@@ -105,6 +105,7 @@ References
 from __future__ import annotations
 
 import inspect
+from collections import deque
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -119,6 +120,7 @@ __all__ = [
     "ACTIONS",
     "BINARY_DETECTORS",
     "DETECTORS",
+    "RECENT_EVENTS",
     "WATCHES",
     "Detection",
     "DriftMonitor",
@@ -145,6 +147,8 @@ BINARY_DETECTORS = frozenset({"DDM", "EDDM", "HDDM_A", "HDDM_W"})
 ACTIONS = ("reset", "refit", "shorten_cooldown")
 #: Whose losses feed a detector.
 WATCHES = ("champion", "all")
+#: How many of a candidate's last losses say which way a detection went (`Detection.worsened`).
+RECENT_EVENTS = 30
 
 # A random detector must draw the same numbers on a replay, or it would detect elsewhere.
 _DEFAULT_SEED = 0
@@ -292,8 +296,11 @@ class Detection:
         Its position in `source`.
     evidence
         ``events`` the detector watched since it started or last fired, ``mean_loss_before``
-        over them, the detector's ``params``, and for ADWIN the ``window_width`` and
-        ``window_mean`` it kept after the cut (the loss level since the change).
+        over them, ``mean_loss_recent`` over the last `RECENT_EVENTS` of them, ``direction``
+        (``"up"`` when the recent losses are higher: the candidate got worse; ``"down"`` when
+        they are lower, as when a tree grows a useful split), the detector's ``params``, and
+        for ADWIN the ``window_width`` and ``window_mean`` it kept after the cut (the loss level
+        since the change).
 
     """
 
@@ -304,6 +311,11 @@ class Detection:
     position: int
     evidence: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def worsened(self) -> bool:
+        """Whether the loss went up: only then is the drift one to act on."""
+        return self.evidence.get("direction", "up") == "up"
+
 
 @dataclass
 class _Watch:
@@ -312,6 +324,7 @@ class _Watch:
     detector: Any
     events: int = 0
     loss_sum: float = 0.0
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
 
 
 class DriftMonitor:
@@ -340,16 +353,24 @@ class DriftMonitor:
         detector.update(loss >= 1 if self._binary else loss)
         watch.events += 1
         watch.loss_sum += loss
+        watch.recent.append(loss)
         if not detector.drift_detected:
             return None
+        mean_before = watch.loss_sum / watch.events
+        mean_recent = sum(watch.recent) / len(watch.recent)
         evidence: dict[str, Any] = {
             "events": watch.events,
-            "mean_loss_before": watch.loss_sum / watch.events,
+            "mean_loss_before": mean_before,
+            "mean_loss_recent": mean_recent,
+            # Detectors such as ADWIN and KSWIN are two-sided: they fire on a fall of the loss
+            # too, which is no drift to act on.
+            "direction": "up" if mean_recent > mean_before else "down",
             "params": dict(self.spec.params),
         }
         if isinstance(detector, drift.ADWIN):
             evidence.update(window_width=int(detector.width), window_mean=detector.estimation)
         watch.events, watch.loss_sum = 0, 0.0
+        watch.recent.clear()
         return Detection(
             candidate=candidate,
             detector=self.spec.detector,

@@ -554,7 +554,7 @@ class ModelTrainer:
             )
             if detection is not None:
                 self._detections.append(detection)
-                if name == self.champion:
+                if name == self.champion and detection.worsened:
                     # Evidence from before the drift must not hold back a challenger better after.
                     self._tests.clear()
 

@@ -176,7 +176,8 @@ models:
     window: 500
     champion: slow
     label_horizon: 60s
-    policy: {metric: mae, warmup: 500, every: 250, min_samples: 500, margin: 0.05, alpha: 0.01}
+    policy: {metric: mae, loss_scale: 10, warmup: 500, every: 250, min_samples: 500, margin: 0.05,
+             alpha: 0.01}
     candidates:
       - {name: slow, river: "StandardScaler | LinearRegression",
          params: {LinearRegression: {optimizer: {SGD: 0.005}}}}

@@ -23,8 +23,10 @@ WINDOW = {
     "refit_lag": 50,
 }
 ACTIONS = ["reset", "refit", "shorten_cooldown"]
-# On this stream ADWIN watching "lr" fires at events 2088 and 3144.
-STREAM = list(drift_stream("hyperplane", n=4000, drift_at=2000, seed=1))
+# A concept switch at event 2000, after which "lr" recovers (ADWIN sees its loss fall at 3144),
+HYPERPLANE = list(drift_stream("hyperplane", n=4000, drift_at=2000, seed=1))
+# and here the labels flip at 3000: ADWIN watching "lr" fires at events 2088 and 3048, both up.
+STREAM = HYPERPLANE[:3000] + [(x, 1 - y) for x, y in HYPERPLANE[3000:]]
 
 
 def spec(candidates=(LR, WINDOW), **drift):
@@ -67,12 +69,13 @@ def test_each_detection_is_noticed_with_its_actions_and_their_cause():
         (2, "action", "lr@reset1", 2088, False),
         (3, "action", "lr", 2088, False),
         (4, "action", "lr", 2088, False),
-        (5, "drift", "lr", 3144, None),
-        (6, "action", "lr@reset2", 3144, False),
-        (7, "action", "lr", 3144, False),
-        (8, "action", "lr", 3144, False),
+        (5, "drift", "lr", 3048, None),
+        (6, "action", "lr@reset2", 3048, False),
+        (7, "action", "lr", 3048, False),
+        (8, "action", "lr", 3048, False),
     ]
     drift, reset, refit, cooldown = notices[:4]
+    assert drift.evidence["direction"] == "up"
     assert drift.evidence["detector"] == "ADWIN" and drift.lineage["position"] == 2087
     assert {n.evidence["cause"] for n in (reset, refit, cooldown)} == {1}
     assert [n.evidence["action"] for n in (reset, refit, cooldown)] == ACTIONS
@@ -84,13 +87,13 @@ def test_a_reset_copy_learns_from_the_drift_on_and_replaces_the_oldest_copy():
     trainer = ModelTrainer(spec())
     feed(trainer)
     # max_reset_copies = 1: the second copy replaced the first.
-    assert trainer.learned == {"lr": 4000, "win": 4000, "lr@reset2": 4000 - 3144}
+    assert trainer.learned == {"lr": 4000, "win": 4000, "lr@reset2": 4000 - 3048}
     assert trainer.candidate("lr@reset2").params == {**LR, "name": "lr@reset2"}
     assert "lr@reset2" in trainer.report()["candidates"]
 
     two = ModelTrainer(spec(max_reset_copies=2))
     notices = feed(two)
-    assert two.learned == {"lr": 4000, "win": 4000, "lr@reset1": 1912, "lr@reset2": 856}
+    assert two.learned == {"lr": 4000, "win": 4000, "lr@reset1": 1912, "lr@reset2": 952}
     assert all("replaces" not in n.evidence for n in notices)
 
 
@@ -98,15 +101,26 @@ def test_actions_within_the_rate_limit_are_suppressed_and_noticed():
     trainer = ModelTrainer(spec(min_events_between_actions=2000))
     notices = feed(trainer)
     assert summary(notices)[4:] == [
-        (5, "drift", "lr", 3144, None),
-        (6, "action", "lr", 3144, True),
-        (7, "action", "lr", 3144, True),
-        (8, "action", "lr", 3144, True),
+        (5, "drift", "lr", 3048, None),
+        (6, "action", "lr", 3048, True),
+        (7, "action", "lr", 3048, True),
+        (8, "action", "lr", 3048, True),
     ]
     assert notices[5].reason == (
-        "reset suppressed: 1056 events since the last action (event 2088), fewer than 2000"
+        "reset suppressed: 960 events since the last action (event 2088), fewer than 2000"
     )
     assert trainer.learned == {"lr": 4000, "win": 4000, "lr@reset1": 1912}
+
+
+def test_a_detection_of_a_falling_loss_is_noticed_and_acted_on_never():
+    trainer = ModelTrainer(spec())
+    notices = feed(trainer, HYPERPLANE)
+    assert summary(notices)[4:] == [(5, "drift", "lr", 3144, None)]
+    fall = notices[4]
+    assert fall.evidence["direction"] == "down"
+    assert fall.evidence["mean_loss_recent"] < fall.evidence["mean_loss_before"]
+    assert fall.reason.endswith("at event 3144: the loss fell, no action taken")
+    assert trainer.learned == {"lr": 4000, "win": 4000, "lr@reset1": 4000 - 2088}
 
 
 def test_shorten_cooldown_leaves_at_most_cooldown_after_drift():
