@@ -103,8 +103,9 @@ def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom
 def monitored(
     prometheus_server: Prometheus, module_driftline_env: dict, module_spawn
 ) -> dict[str, Any]:
-    """A trainer that learned the SEA story's start and a scorer that scored and joined events,
-    both registered for the Prometheus above."""
+    """A trainer that learned a stationary SEA stream (v1 serves throughout: a version promoted
+    in the middle of a test would add series of its own) and a scorer that scored and joined
+    events, both registered for the Prometheus above."""
     env = {
         **module_driftline_env,
         METRICS_SD_DIR_ENV: str(prometheus_server.root / "sd"),
@@ -113,7 +114,10 @@ def monitored(
     }
     trainer = module_spawn("worker", "--config", "examples/sea.toml", env=env, name="trainer")
     scorer = module_spawn("score", "--config", "examples/sea.toml", env=env, name="scorer")
-    module_spawn("produce", "--synthetic", "sea", "--events", str(LABELED), "--quiet", env=env)
+    stationary = ("--drift-at", str(LABELED))
+    module_spawn(
+        "produce", "--synthetic", "sea", "--events", str(LABELED), *stationary, "--quiet", env=env
+    )
     client = client_for(env)
     wait_for(lambda: client.history("sea"), timeout=120, what="v1 of sea", every=0.5)
     scoring = Scoring(env)

@@ -66,8 +66,9 @@ def test_versions_published_through_sigkills_and_a_rollback_verify(
     wait_for(lambda: len(deployment.registry()) >= 2, timeout=30, what="two versions")
     client_for(driftline_env).rollback("sea", to=1, reason="v1 is what downstream validated")
     wait_for(
+        # Obeyed at the registry follower's next poll, seen at the next timed checkpoint.
         lambda: deployment.trainers()["sea"].champion_version == 1,
-        timeout=30,
+        timeout=90,
         what="the trainer to obey the rollback",
     )
     deployment.send_raw(encoded(events[6_000:]))
