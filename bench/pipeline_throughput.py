@@ -27,7 +27,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,8 @@ CONFIG = Path(__file__).with_name("throughput.toml")
 
 
 @contextlib.contextmanager
-def services():
+def services() -> Iterator[tuple[str, str]]:
+    """The Kafka and Redis of the environment, or a local stack started for the run."""
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("REDIS_URL"):
         yield os.environ["KAFKA_BOOTSTRAP_SERVERS"], os.environ["REDIS_URL"]
         return

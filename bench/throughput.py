@@ -53,7 +53,7 @@ from typing import Any
 
 import redis
 from kafka.partitioner.default import murmur2
-from pipeline_throughput import faust_ceiling
+from pipeline_throughput import faust_ceiling, services
 
 from streams.admin import ensure_topics
 from streams.config import load_config
@@ -61,7 +61,6 @@ from streams.registry.artifacts import Artifact
 from streams.registry.records import read_registry
 from streams.sdk.producer import EventProducer
 from streams.sdk.replay import from_drift
-from streams.stack import LocalStack
 from streams.stack.process import free_port
 from streams.topics import Topics
 from streams.workers.checkpoint import read_checkpoint
@@ -73,20 +72,6 @@ SIGNING_KEY = "bench"
 SCALE_PARTITIONS = 8
 WINDOW = (0.1, 0.9)
 """The share of a run's events between which a worker's rate is measured."""
-
-
-@contextlib.contextmanager
-def services() -> Iterator[tuple[str, str]]:
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("REDIS_URL"):
-        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"], os.environ["REDIS_URL"]
-        return
-    with tempfile.TemporaryDirectory() as state:
-        stack = LocalStack(Path(state))
-        try:
-            endpoints = stack.up()
-            yield endpoints.kafka_bootstrap, endpoints.redis_url
-        finally:
-            stack.down()
 
 
 def drift_stream(model: str, events: int, seed: int = 1) -> Iterator[dict[str, Any]]:
