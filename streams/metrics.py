@@ -243,11 +243,11 @@ class TrainerMetrics(WorkerMetrics):
         for outcome in ("saved", "deferred"):
             self._checkpoints.labels(outcome)
 
-    def learned(self, model: str) -> None:
+    def learned(self, model: str, events: int = 1) -> None:
         child = self._learned_by_model.get(model)
         if child is None:
             child = self._learned_by_model[model] = self._learned.labels(model)
-        child.inc()
+        child.inc(events)
 
     def promoted(self, model: str, kind: str) -> None:
         self._promotions.labels(model, kind).inc()

@@ -66,7 +66,7 @@ References
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from itertools import islice
 from typing import Any
@@ -302,9 +302,8 @@ def _classification_summary(
     log_losses: Sequence[float | None],
     classes: Sequence[Hashable],
 ) -> dict[str, Any]:
-    confusion: dict[tuple[Hashable, Hashable], int] = {}
-    for pair in zip(labels, predictions, strict=True):
-        confusion[pair] = confusion.get(pair, 0) + 1
+    # Counted in C: a progress report summarises every candidate's window (bench/throughput.py).
+    confusion = Counter(zip(labels, predictions, strict=True))
     n = len(labels)
     correct = sum(count for (y_true, y_pred), count in confusion.items() if y_pred == y_true)
     present = [loss for loss in log_losses if loss is not None]

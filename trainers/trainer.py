@@ -389,6 +389,7 @@ class ModelTrainer:
             for candidate in self._candidates
             if candidate.name not in self._quarantine
         ]
+        self._windows = [c for c, _ in self._live if isinstance(c, SklearnWindowCandidate)]
         # A label outside a live candidate's declared classes would fail that candidate; refuse
         # the event before anyone sees it rather than quarantine a candidate for a bad event.
         declared = [frozenset(c.classes) for c, _ in self._live if c.classes is not None]
@@ -441,8 +442,7 @@ class ModelTrainer:
         """
         return [
             job
-            for candidate, _ in self._live
-            if isinstance(candidate, SklearnWindowCandidate)
+            for candidate in self._windows
             for job in candidate.pending_refits
             if not due_next or job.due <= candidate.n_learned + 1
         ]

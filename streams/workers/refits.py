@@ -5,10 +5,11 @@ An ``sklearn_window`` candidate cuts a :class:`~trainers.candidates.RefitJob` ev
 :mod:`trainers.candidates`). Fitting it inline at that event would stall the agent for the whole
 fit; the :class:`RefitPool` instead
 
-1. **submits** each job to an executor as soon as it is cut, or as soon as a restored trainer
-   shows it pending. The default is the event loop's thread pool: a fit's native parts release
-   the GIL, but its Python parts (gradient boosting's tree growing) still compete with the
-   event loop, so a fit there takes about twice as long as inline (``bench/window_refits.py``);
+1. **submits** each job to an executor before the event after the one that cut it, or before a
+   restored trainer's first event when the snapshot holds it pending. The default is the event
+   loop's thread pool: a fit's native parts release the GIL, but its Python parts (gradient
+   boosting's tree growing) still compete with the event loop, so a fit there takes about twice
+   as long as inline (``bench/window_refits.py``);
 2. **hands in** the result before the event that installs it, waiting for the fit only if it
    is still running then (backpressure, only when a fit takes longer than ``refit_lag`` events).
 
@@ -54,6 +55,8 @@ class RefitPool:
     def submit(self, trainer: ModelTrainer) -> None:
         """Step 1: start fitting every job of `trainer` not submitted yet."""
         pending = trainer.refit_jobs()
+        if not pending and trainer not in self._fits:
+            return  # called for every event: most trainers never have a job
         submitted = self._fits.setdefault(trainer, {})
         # Jobs no longer pending (their candidate was quarantined or replaced) are let go.
         current = {id(job) for job in pending}
@@ -65,10 +68,14 @@ class RefitPool:
                 submitted[id(job)] = (job, loop.run_in_executor(self._executor, job.fit))
 
     async def ready(self, trainer: ModelTrainer) -> None:
-        """Step 2: before `trainer` learns its next event, hand in the results it installs."""
+        """Step 2: before `trainer` learns its next event, hand in the results it installs
+        (and submit the jobs cut since: by the last event, or pending in a restored trainer)."""
         self.submit(trainer)
+        due = trainer.refit_jobs(due_next=True)
+        if not due:
+            return
         submitted = self._fits[trainer]
-        for job in trainer.refit_jobs(due_next=True):
+        for job in due:
             _, fit = submitted.pop(id(job))
             try:
                 fitted = await fit

@@ -323,17 +323,33 @@ class TrainingRuntime:
             await self._dead_letter(message, error)
             return False
         self.ledger.weigh(state, len(entries))
-        promoted = False
+        source = f"{message.tp.topic}[{message.tp.partition}]"
+        recorded = False
+        learned: dict[str, int] = {}
         for entry in entries:
-            promoted |= await self._learn_event(state, message, entry)
-        return promoted
+            outcome = await self._learn_event(state, message, source, entry)
+            if outcome is not None:
+                model, caused_record = outcome
+                learned[model] = learned.get(model, 0) + 1
+                recorded |= caused_record
+        # Counted per record, not per event: a batch's events share one model.
+        for model, events in learned.items():
+            self.progress.handled(events)
+            if self.metrics is not None:
+                self.metrics.learned(model, events)
+        return recorded
 
-    async def _learn_event(self, state: PartitionState, message: Any, entry: RecordEntry) -> bool:
-        """Learn one event of an admitted record; True when it caused a registry record (a
-        promotion, or a drift or action notice: see :mod:`trainers.actions`)."""
+    async def _learn_event(
+        self, state: PartitionState, message: Any, source: str, entry: RecordEntry
+    ) -> tuple[str, bool] | None:
+        """Learn one event of an admitted record, from ``source`` (its topic and partition).
+
+        Returns None when the event was not learned (dead-lettered, or a join already learned),
+        else its model and whether it caused a registry record (a promotion, or a drift or
+        action notice: see :mod:`trainers.actions`).
+        """
         tp, offset = message.tp, message.offset
         position = event_position(offset, entry.index)
-        source = f"{tp.topic}[{tp.partition}]"
         try:
             event = entry.decoded
             if isinstance(event, InvalidEvent):
@@ -344,7 +360,7 @@ class TrainingRuntime:
                     self.metrics.skipped("duplicate_join")
                 # A scorer published this join again after a crash; a replay must skip it too.
                 trainer.skip(source, position)
-                return False
+                return None
             await self.refits.ready(trainer)
             serving = trainer.champion_version or 0
             quarantined = len(trainer.quarantined)
@@ -356,15 +372,12 @@ class TrainingRuntime:
             )
         except InvalidEvent as error:
             await self._dead_letter(message, error, entry)
-            return False
+            return None
         except LabelError as error:
             refused = InvalidEvent(ReasonCode.LABEL_MISMATCH, str(error))
             await self._dead_letter(message, refused, entry)
-            return False
+            return None
         state.dirty.add(event.model)
-        self.progress.handled()
-        if self.metrics is not None:
-            self.metrics.learned(event.model)
         if len(trainer.quarantined) > quarantined:
             log.error(
                 "%s: candidates quarantined at %s[%d], position %d (they stop learning and "
@@ -377,16 +390,15 @@ class TrainingRuntime:
             )
         if trainer.events % self.config.worker.metrics_every == 0:
             await self._publish_metrics(trainer, offset)
-        self.refits.submit(trainer)
         # A drift's notices come before the promotion the same event may have caused.
         notices = trainer.take_notices()
         for notice in notices:
             await self.outbox.notify(notice, version=serving)
         if promotion is None:
-            return bool(notices)
+            return event.model, bool(notices)
         self._observe(trainer)
         await self.outbox.promote(promotion)
-        return True
+        return event.model, True
 
     async def _trainer_for(
         self, state: PartitionState, tp: TP, model: str, key: bytes | None
