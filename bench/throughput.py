@@ -331,9 +331,9 @@ class LongRun:
 
 def long_run(bootstrap: str, redis_url: str, total: int) -> LongRun:
     """Memory over ``total`` events, then a SIGKILL and the restart on top of that checkpoint."""
-    deployment = Deployment(
-        bootstrap, redis_url, overrides={"DRIFTLINE__worker__session_timeout": "6"}
-    )
+    # The restarted worker takes its predecessor's static membership over at once (KIP-345).
+    static = {"DRIFTLINE__worker__instance_id": "bench-0"}
+    deployment = Deployment(bootstrap, redis_url, overrides=static)
     deployment.send(drift_stream("bench", total), batched=True)
     samples: list[tuple[float, float, float]] = []
     try:

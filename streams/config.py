@@ -10,6 +10,7 @@ the worker's own settings under ``worker``::
     checkpoint_every = 20000      # ... or this many events, whichever comes first
     metrics_every = 500           # publish each model's metrics to models.metrics this often
     session_timeout = 10.0        # seconds before the group gives a silent worker's partitions away
+    instance_id = ""              # per process (set it from the environment): static membership
     max_unacked_events = 50000    # events held for a checkpoint (Redis away) before pausing
     progress_interval = 30.0      # seconds between two progress lines in the log
     metrics_interval = 5.0        # seconds between two live-metrics reports of a scorer
@@ -91,6 +92,13 @@ class WorkerSettings:
     progress_interval: float = 30.0
     metrics_interval: float = 5.0
     event_retention: str = "forever"
+    instance_id: str = ""
+    """The worker's static membership in its consumer group (Kafka's ``group.instance.id``,
+    KIP-345), unique per process and stable across its restarts (a StatefulSet pod's name, a
+    systemd instance): a worker restarted under the same id gets its partitions back at once,
+    without waiting ``session_timeout`` for the group to drop its killed predecessor. A static
+    member does not leave the group when stopped, so its partitions wait for it (or for
+    ``session_timeout``) during a restart. Empty: dynamic membership."""
 
     def __post_init__(self) -> None:
         self.event_retention_ms  # noqa: B018 - refuses a bad duration when the file is read

@@ -97,6 +97,7 @@ class WorkerApp:
             # A worker that dies is noticed after this long, and its partitions move on.
             broker_session_timeout=config.worker.session_timeout,
             broker_heartbeat_interval=config.worker.session_timeout / 5,
+            consumer_group_instance_id=config.worker.instance_id or None,
         )
         self._outputs = {name: self._raw_topic(name) for name in outputs}
         self._input = ""
