@@ -55,8 +55,8 @@ class RefitPool:
     def submit(self, trainer: ModelTrainer) -> None:
         """Step 1: start fitting every job of `trainer` not submitted yet."""
         pending = trainer.refit_jobs()
-        if not pending and trainer not in self._fits:
-            return  # called for every event: most trainers never have a job
+        if not pending and not self._fits:
+            return  # called for every event: most workers never see a job
         submitted = self._fits.setdefault(trainer, {})
         # Jobs no longer pending (their candidate was quarantined or replaced) are let go.
         current = {id(job) for job in pending}
@@ -71,11 +71,10 @@ class RefitPool:
         """Step 2: before `trainer` learns its next event, hand in the results it installs
         (and submit the jobs cut since: by the last event, or pending in a restored trainer)."""
         self.submit(trainer)
-        due = trainer.refit_jobs(due_next=True)
-        if not due:
+        if not self._fits:
             return
         submitted = self._fits[trainer]
-        for job in due:
+        for job in trainer.refit_jobs(due_next=True):
             _, fit = submitted.pop(id(job))
             try:
                 fitted = await fit
