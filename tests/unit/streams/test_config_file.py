@@ -9,6 +9,7 @@ import yaml
 
 from streams.config import ConfigFileError, load_config
 from streams.settings import SettingsError
+from streams.workers.app import WorkerApp
 
 EXAMPLE = Path(__file__).parents[3] / "examples" / "sea.toml"
 
@@ -71,3 +72,10 @@ def test_a_missing_file_is_a_named_error(tmp_path):
 def test_a_configuration_file_error_is_a_settings_error():
     # One ``except SettingsError`` in a command refuses every configuration problem.
     assert issubclass(ConfigFileError, SettingsError)
+
+
+def test_a_worker_instance_id_from_the_environment_makes_the_consumer_a_static_member():
+    assert load_config(EXAMPLE, {}).worker.instance_id == ""
+    config = load_config(EXAMPLE, {"DRIFTLINE__worker__instance_id": "trainer-0"})
+    app = WorkerApp("group", config, {"bootstrap_servers": "localhost:9092"}, outputs=()).app
+    assert app.conf.consumer_group_instance_id == "trainer-0"
