@@ -113,7 +113,7 @@ async def run(url: str, events: int) -> dict[str, float]:
         before = (await client.info("memory"))["used_memory"]
         start = time.perf_counter()
         for i, (x, _) in enumerate(stream):
-            await join.served(state, 0, i, served(i, x))
+            await join.served(state, 0, i, [served(i, x)], [])
         figures[f"scored/s, {name}"] = events / (time.perf_counter() - start)
         if name == "join on":
             await asyncio.sleep(0.1)  # the no-op deliveries resolve

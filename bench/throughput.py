@@ -25,8 +25,8 @@ against the in-process loop's): on a shared machine the wall-clock ratio depends
 the cores the other processes leave, the CPU ratio much less. The end-to-end rows are medians of
 ``--repeat`` rounds, each with its own in-process baseline.
 
-    .venv/bin/python bench/throughput.py [--events 200000] [--repeat 3] [--scale-events 25000]
-        [--long-events 1000000] [--score-events 20000] [--plot docs/memory-trainer.png]
+    .venv/bin/python bench/throughput.py [--events 200000] [--repeat 3] [--scale-events 50000]
+        [--long-events 1000000] [--score-events 50000] [--plot docs/memory-trainer.png]
 
 Uses KAFKA_BOOTSTRAP_SERVERS / REDIS_URL when set, else starts a local stack for the run.
 """
@@ -219,10 +219,12 @@ def rate(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         now = time.perf_counter()
-        done = sum(worker.counted(metric) for worker in workers)
+        counts = [worker.counted(metric) for worker in workers]
+        done = sum(counts)
         if on_sample is not None:
             on_sample(now, done)
-        if start is None and done >= low:
+        # Not before every worker has its partitions: the first to join works alone until then.
+        if start is None and done >= low and all(counts):
             start = (now, done, sum(worker.cpu_seconds() for worker in workers))
         if start is not None and done >= high:
             cpu = sum(worker.cpu_seconds() for worker in workers) - start[2]
@@ -476,9 +478,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000, help="end to end")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of the end-to-end rows")
-    parser.add_argument("--scale-events", type=int, default=25_000, help="per model, 8 models")
+    parser.add_argument("--scale-events", type=int, default=50_000, help="per model, 8 models")
     parser.add_argument("--long-events", type=int, default=1_000_000, help="memory, restart")
-    parser.add_argument("--score-events", type=int, default=20_000, help="scorer")
+    parser.add_argument("--score-events", type=int, default=50_000, help="scorer")
     parser.add_argument("--slow-events", type=int, default=5_000, help="slow candidate")
     parser.add_argument("--plot", type=Path, default=None, help="write the memory curve here")
     args = parser.parse_args()
@@ -518,7 +520,7 @@ def main() -> None:
         f"{long.restart_seconds:>10.1f} {'':>15} {'< 10 s':>8}",
         f"{'  snapshot (bytes), claim / restore (ms)':40} {long.snapshot_bytes:>10,} "
         f"{f'{long.claim_seconds * 1000:.1f} / {long.restore_seconds * 1000:.1f}':>15}",
-        row("in-process prediction (baseline)", median(scoring.in_process), scoring_baseline),
+        row("in-process prediction (baseline)", scoring_baseline, scoring_baseline),
         row("driftline score, batch records (SDK)", scoring.batched, scoring_baseline),
         row("driftline score, single-event records", scoring.single, scoring_baseline),
         row("in-process trainer, + ARF challenger", slow["with"], slow["without"]),

@@ -5,12 +5,13 @@ invalid event raises :class:`~streams.contract.InvalidEvent` in the caller inste
 ending up in the dead-letter topic. Records are keyed by model name, which keeps each
 model's events in one partition and therefore in order.
 
-Labeled events are sent in **batch records** by default (:func:`streams.contract.encode_batch`):
-each model's events are gathered for at most ``batch_linger`` seconds, ``batch_events`` events
-or ``batch_bytes`` bytes, whichever comes first, and sent as one record, so a trainer worker
-pays its per-record costs once per batch (``bench/throughput.py`` measures what it buys).
-A batch of one event is sent as the plain event. ``batch_events=1`` sends every event as a
-record of its own, as kcat does. Events to score and outcomes are always single records.
+Labeled events and events to score are sent in **batch records** by default
+(:func:`streams.contract.encode_batch`): each model's events to one topic are gathered for at
+most ``batch_linger`` seconds, ``batch_events`` events or ``batch_bytes`` bytes, whichever comes
+first, and sent as one record, so a trainer or scoring worker pays its per-record costs once per
+batch (``bench/throughput.py`` measures what it buys). A batch of one event is sent as the plain
+event. ``batch_events=1`` sends every event as a record of its own, as kcat does. Outcomes are
+always single records.
 
 Delivery is durable by default (``acks="all"``, idempotence on). Failures reported by
 Kafka in the background are collected and raised as :class:`DeliveryError` by
@@ -109,7 +110,7 @@ class DeliveryError(RuntimeError):
 
 @dataclass
 class _Batch:
-    """The labeled events of one model waiting to be sent as one record."""
+    """The events of one model to one topic waiting to be sent as one record."""
 
     started: float
     values: list[bytes] = field(default_factory=list)
@@ -125,7 +126,8 @@ class EventProducer(ClosedOnExit):
     Kafka connection with its security settings, and the topics. Given, ``bootstrap_servers``
     replaces the settings' connection, security included (pass that as keyword arguments).
     ``batch_events``, ``batch_bytes`` and ``batch_linger`` (seconds) bound a batch record of
-    labeled events (see the module docstring); ``batch_events=1`` sends single-event records.
+    labeled or unlabeled events (see the module docstring); ``batch_events=1`` sends
+    single-event records.
     Extra keyword arguments are ``KafkaProducer`` settings (``security_protocol``, ``sasl_*``,
     ``ssl_*``, ``linger_ms``...) and override the settings' and the durable defaults.
     """
@@ -172,9 +174,9 @@ class EventProducer(ClosedOnExit):
         self._failures: list[DeliveryFailure] = []
         # Delivery callbacks run on kafka-python's sender thread.
         self._failures_lock = threading.Lock()
-        # Batches are filled by the caller's thread and sent by it or, once they linger, by
-        # the lingerer's.
-        self._batches: dict[str, _Batch] = {}
+        # Per (topic, model): filled by the caller's thread and sent by it or, once they linger,
+        # by the lingerer's.
+        self._batches: dict[tuple[str, str], _Batch] = {}
         self._batches_lock = threading.Lock()
         self._lingerer: threading.Thread | None = None
         self._stop_lingering = threading.Event()
@@ -186,15 +188,14 @@ class EventProducer(ClosedOnExit):
         """
         if not isinstance(event, LabeledEvent):
             event = validate_labeled(event)
-        if self.batch_events == 1:
-            return self._send(self.topic, event)
-        return self._add_to_batch(event)
+        return self._send_event(self.topic, event)
 
     def send_unlabeled(self, event: Mapping[str, Any] | UnlabeledEvent) -> Future:
-        """Validate ``event`` as unlabeled and send it to the unlabeled topic."""
+        """Validate ``event`` as unlabeled and send it to the unlabeled topic, batched as
+        :meth:`send` batches; raises ``InvalidEvent`` before sending."""
         if not isinstance(event, UnlabeledEvent):
             event = validate_unlabeled(event)
-        return self._send(self.unlabeled_topic, event)
+        return self._send_event(self.unlabeled_topic, event)
 
     def send_outcome(self, outcome: Mapping[str, Any] | Outcome) -> Future:
         """Validate ``outcome`` (the label of an event sent unlabeled) and send it to the outcomes
@@ -240,21 +241,27 @@ class EventProducer(ClosedOnExit):
         future.add_errback(self._record_failures, topic, [record.event_id])
         return future
 
-    def _add_to_batch(self, event: LabeledEvent) -> Future:
+    def _send_event(self, topic: str, event: Event) -> Future:
+        if self.batch_events == 1:
+            return self._send(topic, event)
+        return self._add_to_batch(topic, event)
+
+    def _add_to_batch(self, topic: str, event: Event) -> Future:
         self._producer()
         value = encode_event(event)
+        pending = (topic, event.model)
         with self._batches_lock:
-            batch = self._batches.get(event.model)
+            batch = self._batches.get(pending)
             if batch is not None and batch.size + len(value) + 1 > self.batch_bytes:
-                self._send_batch(event.model, self._batches.pop(event.model))
+                self._send_batch(pending, self._batches.pop(pending))
                 batch = None
             if batch is None:
-                batch = self._batches[event.model] = _Batch(time.monotonic())
+                batch = self._batches[pending] = _Batch(time.monotonic())
             batch.values.append(value)
             batch.event_ids.append(event.event_id)
             batch.size += len(value) + 1
             if len(batch.values) >= self.batch_events:
-                self._send_batch(event.model, self._batches.pop(event.model))
+                self._send_batch(pending, self._batches.pop(pending))
         if self._lingerer is None:
             self._lingerer = threading.Thread(
                 target=self._linger, name="driftline-producer-linger", daemon=True
@@ -271,25 +278,26 @@ class EventProducer(ClosedOnExit):
         """Send the batches started before ``lingering_since`` (None: every batch)."""
         with self._batches_lock:
             due = [
-                model
-                for model, batch in self._batches.items()
+                pending
+                for pending, batch in self._batches.items()
                 if lingering_since is None or batch.started <= lingering_since
             ]
-            for model in due:
-                self._send_batch(model, self._batches.pop(model))
+            for pending in due:
+                self._send_batch(pending, self._batches.pop(pending))
 
-    def _send_batch(self, model: str, batch: _Batch) -> None:
+    def _send_batch(self, pending: tuple[str, str], batch: _Batch) -> None:
+        topic, model = pending
         # One event goes as itself: a batch record only when there is a batch.
         value = batch.values[0] if len(batch.values) == 1 else encode_batch(batch.values)
         try:
-            sent = self._producer().send(self.topic, value=value, key=model.encode())
+            sent = self._producer().send(topic, value=value, key=model.encode())
         # On the lingerer's thread nobody would see it: reported by flush() and close() instead.
         except Exception as error:
-            self._record_failures(self.topic, batch.event_ids, error)
+            self._record_failures(topic, batch.event_ids, error)
             batch.delivered.failure(error)
             return
         sent.add_callback(batch.delivered.success)
-        sent.add_errback(self._record_failures, self.topic, batch.event_ids)
+        sent.add_errback(self._record_failures, topic, batch.event_ids)
         sent.add_errback(batch.delivered.failure)
 
     def _record_failures(self, topic: str, event_ids: list[str], error: BaseException) -> None:

@@ -33,6 +33,12 @@ log = logging.getLogger("driftline.worker")
 # swing by ±8% over a long run (bench/throughput.py).
 FETCH_BYTES_PER_PARTITION = 4 * 1024 * 1024
 MAX_POLL_RECORDS = 10_000
+# Records fetched and waiting for the agent. faust's default (4,096) bounds records, not bytes:
+# of the SDK's batch records (up to 512 KiB each) a worker behind by a million events held its
+# whole backlog, 2,000 records and ~230 MiB, and its RSS fell from 360 to 300 MiB as it caught
+# up (±16% over 1,000,000 events). 64 records is at most 32 MiB of them: RSS 191 MiB, ±2.2%
+# (bench/throughput.py's long run). Single-event records learned as fast either way.
+STREAM_BUFFER_RECORDS = 64
 
 
 def dead_letter_of(
@@ -94,12 +100,13 @@ class WorkerApp:
             # and ~18k/s with larger fetches (bench/pipeline_throughput.py).
             consumer_max_fetch_size=FETCH_BYTES_PER_PARTITION,
             broker_max_poll_records=MAX_POLL_RECORDS,
+            stream_buffer_maxsize=STREAM_BUFFER_RECORDS,
             # A worker that dies is noticed after this long, and its partitions move on.
             broker_session_timeout=config.worker.session_timeout,
             broker_heartbeat_interval=config.worker.session_timeout / 5,
             consumer_group_instance_id=config.worker.instance_id or None,
         )
-        self._outputs = {name: self._raw_topic(name) for name in outputs}
+        self._outputs = frozenset(outputs)
         self._input = ""
         self._ready = False
 
@@ -124,9 +131,19 @@ class WorkerApp:
         return self.app.topic(name, key_serializer="raw", value_serializer="raw")
 
     async def send(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[Any]:
-        """Produce a record; the future resolves once the broker has it (``acks=all``)."""
-        # faust's send gives a FutureMessage, an asyncio.Future, though typed as an Awaitable.
-        return cast("asyncio.Future[Any]", await self._outputs[topic].send(key=key, value=value))
+        """Produce a record to one of the ``outputs``, after those sent before it; the future
+        resolves once the broker has it (``acks=all``)."""
+        if topic not in self._outputs:
+            raise KeyError(f"{topic!r} is not an output topic of this worker")
+        # Straight to faust's producer, not through faust's Topic.send: that yields to the event
+        # loop three times a record (its producer-started check), and each yield let aiokafka's
+        # sender send what it held, so a scorer's predictions went out in one produce request
+        # per two or three records (25,110 requests for 60,000 predictions).
+        delivery = await self.app.producer.send(
+            topic, key, value, partition=None, timestamp=None, headers=None
+        )
+        # aiokafka's delivery is an asyncio.Future, though faust types it as an Awaitable.
+        return cast("asyncio.Future[Any]", delivery)
 
     def consume(self, topic: str, handle: Callable[[EventT], Awaitable[None]]) -> None:
         """Hand every record of ``topic``, in order, to ``handle``, which acknowledges it."""

@@ -11,29 +11,41 @@ join. Per partition ``p`` it keeps, in Redis:
   the outcomes that never matched (``no_prediction``);
 - the offset of the last message handled on each of the two topics (the cursors);
 - an **outbox**: for each message that produced output, a numbered entry (``seq``) with the
-  records to publish (predictions, the labeled event a join makes, dead letters) and the joins
+  records to publish (predictions, the labeled events its joins make, dead letters) and the joins
   it made (for the live metrics);
 - a signed snapshot of the live metrics (:class:`trainers.live.LiveBoard` per model) covering
   the outbox up to some ``seq``.
 
-Each message is handled in these steps:
+A message is one outcome, or one record of unlabeled events: a single event or a batch of one
+model's events (:func:`streams.contract.decode_unlabeled_record`), whose refused events are
+dead-lettered alone and whose others are committed together. Each message is handled in these
+steps:
 
 1. **claim** (the first message of a partition): bump its epoch (fencing out a previous owner),
    restore the live boards from their snapshot and replay the joins of the outbox entries after
    it, then publish every entry still in the outbox (it may not have reached the broker);
 2. **skip** a message at or before its topic's cursor: its effects are already in Redis;
-3. **commit**: in one fenced Lua script, write what the message changes (store or join the
-   prediction or outcome), its outbox entry, and the cursor;
-4. **acknowledge** the message to faust, which commits its offset later; apply its joins to the
-   live boards and publish its outbox entry;
+3. **commit**: in one fenced Lua script, write what the message changes (store or join each
+   prediction or outcome), its outbox entry, and the cursor. That depends on what its events
+   meet (the other half of each pair, or a join already made), which the commit assumes and its
+   script checks: a record of events assumes they meet nothing (events mostly come before their
+   outcomes); an outcome, that it meets the prediction this owner committed, when it still holds
+   it in memory (the newest :data:`PENDING_CACHE`). When the script finds otherwise, nothing is
+   written, and the message is committed again after reading what its events meet;
+4. **publish**: apply its joins to the live boards and hand its outbox entry's records to the
+   producer, in order, without waiting for the broker's acknowledgements (step 5 reads them);
+   then **acknowledge** the message to faust, which commits its offset later;
 5. **checkpoint** (every ``checkpoint_interval``): save the boards' snapshot covering every
-   ``seq`` so far, then trim the outbox entries both published and covered.
+   ``seq`` so far, then trim the outbox entries both published (every record acknowledged by the
+   broker) and covered.
 
 After a crash, messages after the cursors are handled again, and entries left in the outbox are
 published again. So every pair is joined exactly once in Redis and in the live metrics; the
-labeled records a join publishes carry ``{"join": {"source": "<group>/<p>", "seq": n}}``, by
-which the trainer drops a record it has already learned (a republished entry), and predictions
-are at least once (a consumer that must not see duplicates keeps the last per ``event_id``).
+labeled records a join publishes carry ``{"join": {"source": "<group>/<p>", "seq": n}}``, with
+``n`` numbered as event positions are (:func:`streams.contract.event_position` of the entry's
+``seq`` and the join's index in the entry), so that the numbers increase, by which the trainer
+drops a record it has already learned (a republished entry); predictions are at least once (a
+consumer that must not see duplicates keeps the last per ``event_id``).
 """
 
 from __future__ import annotations
@@ -52,7 +64,14 @@ from typing import Any, cast
 import orjson
 import redis.asyncio as aioredis
 
-from streams.contract import InvalidEvent, Outcome, ReasonCode, UnlabeledEvent, dead_letter_record
+from streams.contract import (
+    InvalidEvent,
+    Outcome,
+    ReasonCode,
+    UnlabeledEvent,
+    dead_letter_record,
+    event_position,
+)
 from streams.workers.checkpoint import CheckpointFenced, RedisCheckpointStore, checkpoint_keys
 from trainers.guardrail import GuardDecision
 from trainers.live import LiveBoard
@@ -67,18 +86,40 @@ BOARDS = "boards"
 # sweeper, not Redis, decides when it expired (and counts or dead-letters it).
 SWEEP_GRACE_MS = 10 * 60 * 1000
 SWEEP_BATCH = 1000
+PENDING_CACHE = 10_000
+"""Pending predictions a partition's owner keeps in memory too, the newest (~600 bytes each for
+SEA's three features): an outcome that finds its prediction there is joined without reading it
+from Redis first, which pays when outcomes come seconds after their events."""
 
-# KEYS: the partition's epoch key. ARGV: the epoch it was claimed with, then a JSON array of
-# Redis commands, each an array of strings. One script: all of a message's effects, or none.
+# KEYS: the partition's epoch key. ARGV: the epoch it was claimed with, a JSON array of Redis
+# commands (each an array of strings), and JSON arrays of the keys the commands assume absent and
+# present. One script: all of a message's effects, or none. Returns 1 when written, 0 when
+# fenced, and 2 when a key is not as assumed.
 _COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
+end
+for _, key in ipairs(cjson.decode(ARGV[3])) do
+  if redis.call('EXISTS', key) == 1 then
+    return 2
+  end
+end
+for _, key in ipairs(cjson.decode(ARGV[4])) do
+  if redis.call('EXISTS', key) == 0 then
+    return 2
+  end
 end
 for _, command in ipairs(cjson.decode(ARGV[2])) do
   redis.call(unpack(command))
 end
 return 1
 """
+_WRITTEN, _MET = 1, 2
+
+
+class _Met(Exception):
+    """A key a commit assumed absent exists, or one it assumed present does not: nothing was
+    written."""
 
 
 def arm_of(event_id: str, fraction: float) -> str:
@@ -115,10 +156,42 @@ class _Partition:
     counts: collections.Counter[str]
     outbox_first: int
     """The ``seq`` of the oldest entry still in the Redis outbox (``seq + 1`` when empty)."""
-    in_flight: collections.deque[tuple[int, list[asyncio.Future[None]]]] = field(
+    in_flight: collections.deque[tuple[int, list[asyncio.Future[Any]]]] = field(
         default_factory=collections.deque
     )
+    """Per outbox entry handed to the producer, its ``seq`` and its records' deliveries."""
     published: int = 0
+    pending: collections.OrderedDict[tuple[str, str], bytes] = field(
+        default_factory=collections.OrderedDict
+    )
+    """The pending predictions this owner committed, per (model, event id), as stored in Redis,
+    oldest first, at most :data:`PENDING_CACHE`."""
+
+
+@dataclass
+class _Changes:
+    """What one commit writes: Redis commands, tallies, and its outbox entry's records."""
+
+    model: str | None = None
+    """The model whose live board the entry's joins go to."""
+    commands: list[list[str]] = field(default_factory=list)
+    publish: list[tuple[str, str, bytes]] = field(default_factory=list)
+    joined: list[tuple[UnlabeledEvent, Any]] = field(default_factory=list)
+    """Events joined to their labels: their labeled records are numbered at commit."""
+    joins: list[dict[str, Any]] = field(default_factory=list)
+    served: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Predictions served, per ``model|version|arm``."""
+    counts: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Expired predictions and unmatched outcomes, per ``expired|model`` or ``unmatched|model``."""
+    kept: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    """Pending predictions written, per (model, event id)."""
+    dropped: list[tuple[str, str]] = field(default_factory=list)
+    """Pending predictions deleted (joined or expired)."""
+
+    def join(self, event: UnlabeledEvent, label: Any, predictions: list[dict[str, Any]]) -> None:
+        """Join ``event``'s ``predictions`` to its ``label``."""
+        self.joins += [{**prediction, "label": label} for prediction in predictions]
+        self.joined.append((event, label))
 
 
 class Joiner:
@@ -135,7 +208,7 @@ class Joiner:
     topics
         ``labeled``, ``unlabeled``, ``outcomes``, ``predictions``, ``dlq`` topic names.
     send
-        Produces a record; returns its delivery.
+        Hands a record to the producer; returns its delivery (done once the broker has it).
     prefix, group
         Namespace of the Redis keys: driftline's prefix and the scorer's consumer group.
     on_decision
@@ -155,7 +228,7 @@ class Joiner:
         checkpoints: RedisCheckpointStore,
         specs: dict[str, ModelSpec],
         topics: Any,
-        send: Callable[[str, bytes, bytes], Awaitable[Awaitable[Any]]],
+        send: Callable[[str, bytes, bytes], Awaitable[asyncio.Future[Any]]],
         prefix: str,
         group: str,
         on_decision: Callable[[str, GuardDecision], Awaitable[None]],
@@ -221,7 +294,7 @@ class Joiner:
         for entry in entries:
             if entry["seq"] > state.covered:
                 await self._apply_joins(state, entry, decide=True)
-            self._publish(state, entry)
+            await self._publish(state, entry)
         log.info(
             "claimed joins of partition %d (epoch %d): %d outbox entries replayed",
             partition,
@@ -248,110 +321,199 @@ class Joiner:
         """Whether a message is at or before its topic's cursor (already handled)."""
         return offset <= state.cursors[topic]
 
-    async def served(self, state: _Partition, partition: int, offset: int, served: Served) -> bool:
-        """Commit the predictions of one unlabeled event (and its join, if its outcome waits)."""
-        event = served.event
-        publish = [
-            (self.topics.predictions, event.model, _prediction_value(event, prediction))
-            for prediction in served.predictions
-        ]
-        commands: list[list[str]] = [
-            ["HINCRBY", self._key(partition, "served"), _served_field(event.model, p), "1"]
-            for p in served.predictions
-        ]
-        joins: list[dict[str, Any]] = []
-        spec = self.specs[event.model]
-        if spec.join:
-            done, waiting = await self._lookup(partition, "out", event.model, event.event_id)
-            if waiting is not None and not done:
-                outcome = orjson.loads(waiting)
-                joins = self._joins(served.predictions, outcome["label"])
-                publish.append(self._labeled(partition, event, outcome["label"]))
-                commands += self._forget(partition, "out", event.model, event.event_id, spec)
-            elif not done:
+    async def served(
+        self,
+        state: _Partition,
+        partition: int,
+        offset: int,
+        served: list[Served],
+        dead_letters: list[tuple[bytes, bytes]],
+    ) -> bool:
+        """Commit one record of unlabeled events: the predictions of its ``served`` events (all of
+        one model), the joins of those whose outcome waits, and its refused events'
+        ``dead_letters`` (key, value)."""
+        model = served[0].event.model if served else None
+        if any(each.event.model != model for each in served):
+            raise ValueError("the events of one record are of one model (its key)")
+        spec = self.specs[model] if model is not None else None
+        pairs = [(e.event.model, e.event.event_id) for e in served] if spec and spec.join else []
+        cursor = (self.topics.unlabeled, offset)
+        # Events mostly come before their outcomes: the first commit assumes that none meets its
+        # outcome or a join already made, and its script checks it, which saves a round trip.
+        unmet: list[tuple[bool, bytes | None]] = [(False, None)] * len(pairs)
+        try:
+            return await self._commit_changes(
+                state,
+                partition,
+                self._scored(partition, spec, served, dead_letters, unmet),
+                cursor=cursor,
+                absent=self._met_keys(partition, "out", pairs),
+            )
+        except _Met:
+            met = await self._lookup(partition, "out", pairs)
+            return await self._commit_changes(
+                state,
+                partition,
+                self._scored(partition, spec, served, dead_letters, met),
+                cursor=cursor,
+            )
+
+    def _scored(
+        self,
+        partition: int,
+        spec: ModelSpec | None,
+        served: list[Served],
+        dead_letters: list[tuple[bytes, bytes]],
+        met: list[tuple[bool, bytes | None]],
+    ) -> _Changes:
+        """What a record of unlabeled events changes, given what each of its events meets (if its
+        model joins): whether it was joined already, and its waiting outcome."""
+        changes = _Changes(spec.name if spec else None)
+        changes.publish += [(self.topics.dlq, key.decode(), value) for key, value in dead_letters]
+        for each in served:
+            changes.publish += [
+                (self.topics.predictions, each.event.model, _prediction_value(each.event, p))
+                for p in each.predictions
+            ]
+            changes.served.update(_served_field(each.event.model, p) for p in each.predictions)
+        if spec is None or not spec.join:
+            return changes
+        joined: set[str] = set()
+        for each, (done, waiting) in zip(served, met, strict=True):
+            event = each.event
+            # An event id seen twice in one record: its second event finds it joined by the first.
+            if done or event.event_id in joined:
+                continue
+            if waiting is not None:
+                changes.join(event, orjson.loads(waiting)["label"], each.predictions)
+                changes.commands += self._forget(
+                    partition, "out", event.model, event.event_id, spec
+                )
+                joined.add(event.event_id)
+            else:
                 pending = {
                     "features": event.features,
                     "ts": event.ts,
-                    "predictions": served.predictions,
+                    "predictions": each.predictions,
                 }
-                commands += self._remember(
-                    partition, "pred", event.model, event.event_id, pending, spec
+                kept = orjson.dumps(pending, option=orjson.OPT_NON_STR_KEYS)
+                changes.commands += self._remember(
+                    partition, "pred", event.model, event.event_id, kept, spec
                 )
-        return await self._commit_message(
-            state, partition, self.topics.unlabeled, offset, commands, publish, joins, event.model
-        )
+                changes.kept[(event.model, event.event_id)] = kept
+        return changes
 
     async def outcome(
         self, state: _Partition, partition: int, offset: int, outcome: Outcome, raw: bytes
     ) -> bool:
         """Commit one outcome: join it to its prediction, or keep it until its event comes."""
         spec = self.specs[outcome.model]
-        commands: list[list[str]] = []
-        publish: list[tuple[str, str, bytes]] = []
-        joins: list[dict[str, Any]] = []
-        done, pending_raw = await self._lookup(partition, "pred", outcome.model, outcome.event_id)
+        cursor = (self.topics.outcomes, offset)
+        scored = [(outcome.model, outcome.event_id)]
+        kept = state.pending.get(scored[0])
+        if kept is not None:
+            # This owner committed the prediction: joined without reading it first, if the
+            # script finds it still there (not expired) and the pair not joined.
+            done_key, pending_key = self._met_keys(partition, "pred", scored)
+            try:
+                return await self._commit_changes(
+                    state,
+                    partition,
+                    self._outcome(partition, spec, offset, outcome, raw, False, kept),
+                    cursor=cursor,
+                    absent=[done_key],
+                    present=[pending_key],
+                )
+            except _Met:
+                state.pending.pop(scored[0], None)  # gone from Redis (expired), or joined
+        [(done, pending)] = await self._lookup(partition, "pred", scored)
+        return await self._commit_changes(
+            state,
+            partition,
+            self._outcome(partition, spec, offset, outcome, raw, done, pending),
+            cursor=cursor,
+        )
+
+    def _outcome(
+        self,
+        partition: int,
+        spec: ModelSpec,
+        offset: int,
+        outcome: Outcome,
+        raw: bytes,
+        done: bool,
+        pending_raw: bytes | None,
+    ) -> _Changes:
+        """What an outcome changes, given whether its event was joined already and its pending
+        prediction."""
+        changes = _Changes(outcome.model)
         if done:
-            pass  # a second outcome for a joined event: the first one counted
-        elif pending_raw is not None:
+            return changes  # a second outcome for a joined event: the first one counted
+        if pending_raw is not None:
             pending = orjson.loads(pending_raw)
-            joins = self._joins(pending["predictions"], outcome.label)
             event = UnlabeledEvent(
                 outcome.event_id, outcome.model, pending["ts"], pending["features"]
             )
-            publish.append(self._labeled(partition, event, outcome.label))
-            commands += self._forget(partition, "pred", outcome.model, outcome.event_id, spec)
+            changes.join(event, outcome.label, pending["predictions"])
+            changes.commands += self._forget(
+                partition, "pred", outcome.model, outcome.event_id, spec
+            )
+            changes.dropped.append((outcome.model, outcome.event_id))
         else:
             waiting = {
                 "label": outcome.label,
                 "raw": base64.b64encode(raw).decode(),
                 "offset": offset,
             }
-            commands += self._remember(
-                partition, "out", outcome.model, outcome.event_id, waiting, spec
+            changes.commands += self._remember(
+                partition, "out", outcome.model, outcome.event_id, orjson.dumps(waiting), spec
             )
-        return await self._commit_message(
-            state, partition, self.topics.outcomes, offset, commands, publish, joins, outcome.model
-        )
+        return changes
 
     async def dead_letter(
-        self, state: _Partition, partition: int, topic: str, message: Any, error: InvalidEvent
+        self,
+        state: _Partition,
+        partition: int,
+        topic: str,
+        offset: int,
+        dead_letter: tuple[bytes, bytes],
     ) -> bool:
-        """Commit a refused message: its dead letter goes out through the outbox."""
-        key, value = dead_letter_record(
-            message.value or b"",
-            error,
-            topic=topic,
-            partition=partition,
-            offset=message.offset,
-            key=message.key,
-        )
-        publish = [(self.topics.dlq, key.decode(), value)]
-        return await self._commit_message(
-            state, partition, topic, message.offset, [], publish, [], None
-        )
+        """Commit a refused message: its dead letter (key, value) goes out through the outbox."""
+        key, value = dead_letter
+        changes = _Changes(publish=[(self.topics.dlq, key.decode(), value)])
+        return await self._commit_changes(state, partition, changes, cursor=(topic, offset))
 
     async def _lookup(
-        self, partition: int, kind: str, model: str, event_id: str
-    ) -> tuple[bool, bytes | None]:
-        """Whether the event was joined already, and the other half (``pred`` or ``out``)."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.exists(self._item_key(partition, "done", model, event_id))
-        pipe.get(self._item_key(partition, kind, model, event_id))
-        done, other = await pipe.execute()
-        return bool(done), other
+        self, partition: int, kind: str, events: list[tuple[str, str]]
+    ) -> list[tuple[bool, bytes | None]]:
+        """For each (model, event id): whether the event was joined already, and its other half
+        (``kind``: ``pred`` or ``out``), in one round trip."""
+        values = await self._get(self._met_keys(partition, kind, events))
+        return [(values[i] is not None, values[i + 1]) for i in range(0, len(values), 2)]
 
-    def _joins(self, predictions: list[dict[str, Any]], label: Any) -> list[dict[str, Any]]:
-        return [{**prediction, "label": label} for prediction in predictions]
+    def _met_keys(self, partition: int, kind: str, events: list[tuple[str, str]]) -> list[str]:
+        """The keys :meth:`_lookup` reads: per event, its join's and its other half's."""
+        return [
+            self._item_key(partition, name, model, event_id)
+            for model, event_id in events
+            for name in ("done", kind)
+        ]
 
-    def _labeled(self, partition: int, event: UnlabeledEvent, label: Any) -> tuple[str, str, bytes]:
+    async def _get(self, keys: list[str]) -> list[bytes | None]:
+        """The values of ``keys`` (None for a missing one), in one round trip."""
+        return cast(list[bytes | None], await self.client.mget(keys)) if keys else []
+
+    def _labeled(
+        self, partition: int, event: UnlabeledEvent, label: Any, number: int
+    ) -> tuple[str, str, bytes]:
         value = {
             "event_id": event.event_id,
             "model": event.model,
             "ts": event.ts,
             "features": event.features,
             "label": label,
-            # Filled in with the entry's seq at commit: the trainer's duplicate filter.
-            "join": {"source": f"{self.group}/{partition}", "seq": None},
+            # The trainer's duplicate filter.
+            "join": {"source": f"{self.group}/{partition}", "seq": number},
         }
         return (self.topics.labeled, event.model, orjson.dumps(value))
 
@@ -361,7 +523,7 @@ class Joiner:
         kind: str,
         model: str,
         event_id: str,
-        value: dict[str, Any],
+        value: bytes,
         spec: ModelSpec,
     ) -> list[list[str]]:
         key = self._item_key(partition, kind, model, event_id)
@@ -371,7 +533,7 @@ class Joiner:
             [
                 "SET",
                 key,
-                orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode(),
+                value.decode(),
                 "PX",
                 str(horizon_ms + SWEEP_GRACE_MS),
             ],
@@ -399,47 +561,77 @@ class Joiner:
 
     # -- commit, publish, checkpoint ----------------------------------------------------------
 
-    async def _commit_message(
+    async def _commit_changes(
         self,
         state: _Partition,
         partition: int,
-        topic: str,
-        offset: int,
-        commands: list[list[str]],
-        publish: list[tuple[str, str, bytes]],
-        joins: list[dict[str, Any]],
-        model: str | None,
+        changes: _Changes,
+        *,
+        cursor: tuple[str, int] | None = None,
+        absent: list[str] | None = None,
+        present: list[str] | None = None,
     ) -> bool:
+        """Step 3 (commit ``changes`` and move the ``cursor`` of a message's topic to its offset;
+        a sweep moves none), then step 4's publishing. False when fenced; raises :class:`_Met`,
+        with nothing written, when a key ``changes`` assume ``absent`` exists or one they assume
+        ``present`` does not."""
+        commands = [
+            *changes.commands,
+            *(
+                ["HINCRBY", self._key(partition, tally), name, str(count)]
+                for tally, counter in (("served", changes.served), ("counts", changes.counts))
+                for name, count in counter.items()
+            ),
+        ]
         entry: dict[str, Any] | None = None
-        if publish or joins:
+        if changes.publish or changes.joins:
             seq = state.seq + 1
+            labeled = [
+                self._labeled(partition, event, label, event_position(seq, index))
+                for index, (event, label) in enumerate(changes.joined)
+            ]
             entry = {
                 "seq": seq,
-                "model": model,
-                "publish": [_sealed(record, seq) for record in publish],
-                "joins": joins,
+                "model": changes.model,
+                "publish": [
+                    [topic, key, base64.b64encode(value).decode()]
+                    for topic, key, value in (*changes.publish, *labeled)
+                ],
+                "joins": changes.joins,
             }
-            commands = [
-                *commands,
+            commands += [
                 ["RPUSH", self._key(partition, "outbox"), orjson.dumps(entry).decode()],
                 ["SET", self._key(partition, "seq"), str(seq)],
             ]
-        commands.append(["SET", self._key(partition, "cursor", topic), str(offset)])
-        committed = await self._commit(
+        if cursor is not None:
+            commands.append(["SET", self._key(partition, "cursor", cursor[0]), str(cursor[1])])
+        status = await self._commit(
             keys=[self._epoch_key(partition)],
-            args=[state.epoch, orjson.dumps(commands).decode()],
+            args=[
+                state.epoch,
+                orjson.dumps(commands).decode(),
+                orjson.dumps(absent or []).decode(),
+                orjson.dumps(present or []).decode(),
+            ],
         )
-        if not committed:
+        if status == _MET:
+            raise _Met
+        if status != _WRITTEN:
             self._lose(partition)
             return False
-        state.cursors[topic] = offset
-        for command in commands:
-            if command[0] == "HINCRBY":
-                state.served[command[2]] += 1
+        if cursor is not None:
+            state.cursors[cursor[0]] = cursor[1]
+        state.served.update(changes.served)
+        state.counts.update(changes.counts)
+        for dropped in changes.dropped:
+            state.pending.pop(dropped, None)
+        state.pending.update(changes.kept)
+        while len(state.pending) > PENDING_CACHE:
+            state.pending.popitem(last=False)
         if entry is not None:
             state.seq = int(entry["seq"])
             await self._apply_joins(state, entry, decide=True)
-            self._publish(state, entry)
+            await self._publish(state, entry)
         return True
 
     async def _apply_joins(self, state: _Partition, entry: dict[str, Any], *, decide: bool) -> None:
@@ -468,16 +660,18 @@ class Joiner:
                 for decision in decisions:
                     await self.on_decision(model, decision)
 
-    def _publish(self, state: _Partition, entry: dict[str, Any]) -> None:
-        deliveries: list[asyncio.Future[None]] = [
-            asyncio.ensure_future(self._deliver(topic, key.encode(), base64.b64decode(value)))
-            for topic, key, value in entry["publish"]
-        ]
+    async def _publish(self, state: _Partition, entry: dict[str, Any]) -> None:
+        """Hand an outbox entry's records to the producer, in order (so that the labeled records
+        of joins reach the trainer in ``seq`` order); their deliveries are read at step 5."""
+        deliveries: list[asyncio.Future[Any]] = []
+        for topic, key, value in entry["publish"]:
+            try:
+                delivery = await self.send(topic, key.encode(), base64.b64decode(value))
+            except Exception as error:  # refused by the producer: left in the outbox, not lost
+                delivery = asyncio.get_running_loop().create_future()
+                delivery.set_exception(error)
+            deliveries.append(delivery)
         state.in_flight.append((int(entry["seq"]), deliveries))
-
-    async def _deliver(self, topic: str, key: bytes, value: bytes) -> None:
-        """Send a record and wait until the broker has it."""
-        await (await self.send(topic, key, value))
 
     async def checkpoint(self) -> None:
         """Step 5 for every owned partition: snapshot the boards, trim the outbox."""
@@ -529,66 +723,43 @@ class Joiner:
             if self.backlog(partition, state.cursors):
                 continue
             expiry = self._key(partition, "expiry")
-            members = await self.client.zrangebyscore(
-                expiry, "-inf", now_ms, start=0, num=SWEEP_BATCH
+            members = cast(
+                list[bytes],
+                await self.client.zrangebyscore(expiry, "-inf", now_ms, start=0, num=SWEEP_BATCH),
             )
             if not members:
                 continue
-            commands: list[list[str]] = []
-            publish: list[tuple[str, str, bytes]] = []
-            for member in cast(list[bytes], members):
-                kind, model, event_id = orjson.loads(member)
+            expired = [orjson.loads(member) for member in members]
+            changes = _Changes()
+            outcomes = [(model, event_id) for kind, model, event_id in expired if kind == "out"]
+            waiting = await self._get(
+                [self._item_key(partition, "out", model, event_id) for model, event_id in outcomes]
+            )
+            for member, (kind, model, event_id) in zip(members, expired, strict=True):
                 key = self._item_key(partition, kind, model, event_id)
-                commands += [["ZREM", expiry, member.decode()], ["DEL", key]]
+                changes.commands += [["ZREM", expiry, member.decode()], ["DEL", key]]
+                changes.counts[f"{'expired' if kind == 'pred' else 'unmatched'}|{model}"] += 1
                 if kind == "pred":
-                    commands.append(
-                        ["HINCRBY", self._key(partition, "counts"), f"expired|{model}", "1"]
-                    )
+                    changes.dropped.append((model, event_id))
+            for (model, event_id), raw in zip(outcomes, waiting, strict=True):
+                if raw is None:
                     continue
-                waiting = await self.client.get(key)
-                commands.append(
-                    ["HINCRBY", self._key(partition, "counts"), f"unmatched|{model}", "1"]
+                outcome = orjson.loads(raw)
+                error = InvalidEvent(
+                    ReasonCode.NO_PREDICTION,
+                    f"no prediction of {model!r} for event {event_id!r} was served within "
+                    f"its label horizon ({self.specs[model].label_horizon:g} s)",
                 )
-                if waiting is not None:
-                    outcome = orjson.loads(waiting)
-                    error = InvalidEvent(
-                        ReasonCode.NO_PREDICTION,
-                        f"no prediction of {model!r} for event {event_id!r} was served within "
-                        f"its label horizon ({self.specs[model].label_horizon:g} s)",
-                    )
-                    dlq_key, value = dead_letter_record(
-                        base64.b64decode(outcome["raw"]),
-                        error,
-                        topic=self.topics.outcomes,
-                        partition=partition,
-                        offset=outcome["offset"],
-                        key=model.encode(),
-                    )
-                    publish.append((self.topics.dlq, dlq_key.decode(), value))
-            seq = state.seq + 1
-            if publish:
-                entry = {
-                    "seq": seq,
-                    "model": None,
-                    "publish": [_sealed(r, seq) for r in publish],
-                    "joins": [],
-                }
-                commands += [
-                    ["RPUSH", self._key(partition, "outbox"), orjson.dumps(entry).decode()],
-                    ["SET", self._key(partition, "seq"), str(seq)],
-                ]
-            if not await self._commit(
-                keys=[self._epoch_key(partition)],
-                args=[state.epoch, orjson.dumps(commands).decode()],
-            ):
-                self._lose(partition)
-                continue
-            for command in commands:
-                if command[0] == "HINCRBY":
-                    state.counts[command[2]] += 1
-            if publish:
-                state.seq = seq
-                self._publish(state, entry)
+                dlq_key, value = dead_letter_record(
+                    base64.b64decode(outcome["raw"]),
+                    error,
+                    topic=self.topics.outcomes,
+                    partition=partition,
+                    offset=outcome["offset"],
+                    key=model.encode(),
+                )
+                changes.publish.append((self.topics.dlq, dlq_key.decode(), value))
+            await self._commit_changes(state, partition, changes)
 
     # -- reports ------------------------------------------------------------------------------
 
@@ -634,16 +805,6 @@ class Joiner:
 
 def _served_field(model: str, prediction: dict[str, Any]) -> str:
     return f"{model}|{prediction['version']}|{prediction['arm']}"
-
-
-def _sealed(record: tuple[str, str, bytes], seq: int) -> list[str]:
-    topic, key, value = record
-    if b'"join"' in value:
-        parsed = orjson.loads(value)
-        if isinstance(parsed, dict) and isinstance(parsed.get("join"), dict):
-            parsed["join"]["seq"] = seq
-            value = orjson.dumps(parsed)
-    return [topic, key, base64.b64encode(value).decode()]
 
 
 def _prediction_value(event: UnlabeledEvent, prediction: dict[str, Any]) -> bytes:

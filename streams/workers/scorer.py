@@ -17,11 +17,16 @@ stable version (arm ``stable``), or, for a canary, by the trial when a hash of i
 falls in the canary's fraction (arm ``canary``: an event always gets the same arm); a shadow
 scores every event beside the stable version (a second prediction, arm ``shadow``, never served).
 
+A record of ``events.unlabeled`` holds one event or a batch of the record key's model's events
+(a JSON array, as the producer SDK sends them by default: :mod:`streams.contract`); an event of a
+batch that cannot be scored is dead-lettered alone, with its index, and its neighbours are
+scored. Outcomes are single-event records.
+
 Joining. What each message changes is committed by the :class:`~streams.workers.join.Joiner`
-(the prediction kept until its outcome, or the outcome until its event; the labeled event a
-match makes; the live metrics), exactly once, and only then acknowledged. The live boards'
-guardrail decisions become ``rollout``, ``rollback`` and ``alert`` registry records, published
-once while they still apply (:meth:`ScoringRuntime.decided`).
+(the predictions kept until their outcomes, or the outcome until its event; the labeled event a
+match makes; the live metrics), exactly once per record, and only then acknowledged. The live
+boards' guardrail decisions become ``rollout``, ``rollback`` and ``alert`` registry records,
+published once while they still apply (:meth:`ScoringRuntime.decided`).
 
 Refused messages go to the dead-letter topic with a reason code: the contract's codes for a
 malformed event or outcome; ``key_mismatch`` when the record key is not its model;
@@ -52,9 +57,10 @@ from streams.config import DriftlineConfig
 from streams.contract import (
     InvalidEvent,
     ReasonCode,
+    RecordEntry,
     UnlabeledEvent,
     decode_outcome,
-    decode_unlabeled,
+    decode_unlabeled_record,
 )
 from streams.metrics import ScorerMetrics
 from streams.registry.client import RegistryClient, RegistrySubscription
@@ -66,7 +72,7 @@ from streams.registry.records import (
     serving_state,
 )
 from streams.settings import Settings
-from streams.workers.app import WorkerApp
+from streams.workers.app import WorkerApp, dead_letter_of
 from streams.workers.checkpoint import RedisCheckpointStore
 from streams.workers.join import Joiner, Served, arm_of
 from streams.workers.logs import Progress
@@ -276,7 +282,8 @@ class ScoringRuntime:
     progress: Progress = field(default_factory=lambda: Progress(log, "scored"), init=False)
 
     async def handle(self, event: EventT) -> None:
-        """Score one record of the unlabeled-events topic (its agent's whole body)."""
+        """Score one record of the unlabeled-events topic, an event or a batch (its agent's
+        whole body)."""
         started = time.perf_counter()
         if await self._commit(event, self._commit_scored) and self.metrics is not None:
             self.metrics.acknowledged(time.perf_counter() - started)
@@ -302,25 +309,52 @@ class ScoringRuntime:
                 return False
             try:
                 committed = await commit(state, message)
-            except InvalidEvent as error:
-                self.progress.dead_letter(error.code)
-                if self.metrics is not None:
-                    self.metrics.dead_letter(error.code)
+            except InvalidEvent as error:  # the whole record
                 committed = await self.joiner.dead_letter(
-                    state, message.tp.partition, message.tp.topic, message, error
+                    state,
+                    message.tp.partition,
+                    message.tp.topic,
+                    message.offset,
+                    self._dead_letter(message, error),
                 )
             if committed:
                 event.ack()
             return committed
 
     async def _commit_scored(self, state: Any, message: Any) -> bool:
-        served = await self._score(message)
-        self.progress.handled()
-        committed = await self.joiner.served(state, message.tp.partition, message.offset, served)
+        entries = decode_unlabeled_record(
+            message.value, max_bytes=self.config.worker.max_event_bytes
+        )
+        served: list[Served] = []
+        dead_letters: list[tuple[bytes, bytes]] = []
+        for entry in entries:
+            try:
+                served.append(await self._score(entry, message.key))
+            except InvalidEvent as error:
+                dead_letters.append(self._dead_letter(message, error, entry))
+        self.progress.handled(len(served))
+        committed = await self.joiner.served(
+            state, message.tp.partition, message.offset, served, dead_letters
+        )
         if committed and self.metrics is not None:
-            for prediction in served.predictions:
-                self.metrics.predicted(served.event.model, prediction["version"], prediction["arm"])
+            for each in served:
+                for prediction in each.predictions:
+                    self.metrics.predicted(
+                        each.event.model, prediction["version"], prediction["arm"]
+                    )
         return committed
+
+    def _dead_letter(
+        self,
+        message: Any,
+        error: InvalidEvent,
+        entry: RecordEntry[UnlabeledEvent] | None = None,
+    ) -> tuple[bytes, bytes]:
+        """Count a refusal; the dead letter of the record, or of its one event ``entry``."""
+        self.progress.dead_letter(error.code)
+        if self.metrics is not None:
+            self.metrics.dead_letter(error.code)
+        return dead_letter_of(message, error, entry)
 
     async def _commit_outcome(self, state: Any, message: Any) -> bool:
         outcome = decode_outcome(message.value, max_bytes=self.config.worker.max_event_bytes)
@@ -338,9 +372,13 @@ class ScoringRuntime:
                 ReasonCode.KEY_MISMATCH, f"record key {key!r} is not the model {model!r}"
             )
 
-    async def _score(self, message: Any) -> Served:
-        event = decode_unlabeled(message.value, max_bytes=self.config.worker.max_event_bytes)
-        self._check_model(event.model, message.key)
+    async def _score(self, entry: RecordEntry[UnlabeledEvent], key: bytes | None) -> Served:
+        """The predictions of one event of a record keyed ``key``; raises :class:`InvalidEvent`
+        when it cannot be scored."""
+        event = entry.decoded
+        if isinstance(event, InvalidEvent):
+            raise event
+        self._check_model(event.model, key)
         serving = await self._serving(event.model)
         if serving is None and event.model in self.table.refused:
             raise InvalidEvent(ReasonCode.UNVERIFIED_VERSION, self.table.refused[event.model])

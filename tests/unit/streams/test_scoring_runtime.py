@@ -14,7 +14,7 @@ import pytest
 from faust.types import TP
 
 from streams.config import load_config
-from streams.contract import dead_letter_record, decode_dead_letter
+from streams.contract import decode_dead_letter
 from streams.registry.records import ArtifactRef, ModelVersion, manual_record
 from streams.workers.join import Served, _prediction_value
 from streams.workers.scorer import RegistryFollower, ScoringRuntime, Serving, ServingTable
@@ -132,18 +132,24 @@ class FakeJoiner:
     def skips(self, state: Any, topic: str, offset: int) -> bool:
         return offset <= self.cursors.get(topic, -1)
 
-    async def served(self, state: Any, partition: int, offset: int, served: Served) -> bool:
-        for prediction in served.predictions:
-            value = _prediction_value(served.event, prediction)
-            self.sent.append((PREDICTIONS, served.event.model.encode(), value))
+    async def served(
+        self,
+        state: Any,
+        partition: int,
+        offset: int,
+        served: list[Served],
+        dead_letters: list[tuple[bytes, bytes]],
+    ) -> bool:
+        self.sent += [(DLQ, key, value) for key, value in dead_letters]
+        for each in served:
+            for prediction in each.predictions:
+                value = _prediction_value(each.event, prediction)
+                self.sent.append((PREDICTIONS, each.event.model.encode(), value))
         return self._commit(SOURCE.topic, offset)
 
-    async def dead_letter(self, state, partition, topic, message, error) -> bool:
-        _, value = dead_letter_record(
-            message.value, error, topic=topic, partition=partition, offset=message.offset, key=None
-        )
-        self.sent.append((DLQ, b"", value))
-        return self._commit(topic, message.offset)
+    async def dead_letter(self, state, partition, topic, offset, dead_letter) -> bool:
+        self.sent.append((DLQ, *dead_letter))
+        return self._commit(topic, offset)
 
     def _commit(self, topic: str, offset: int) -> bool:
         if not self.fenced:
