@@ -36,8 +36,10 @@ MAX_POLL_RECORDS = 10_000
 # Records fetched and waiting for the agent. faust's default (4,096) bounds records, not bytes:
 # of the SDK's batch records (up to 512 KiB each) a worker behind by a million events held its
 # whole backlog, 2,000 records and ~230 MiB, and its RSS fell from 360 to 300 MiB as it caught
-# up (±16% over 1,000,000 events). 64 records is at most 32 MiB of them: RSS 191 MiB, ±2.2%
-# (bench/throughput.py's long run). Single-event records learned as fast either way.
+# up (±16% over 1,000,000 events). 64 records is at most 32 MiB of them: RSS flat at 199 MiB
+# from the 45,000th event to the millionth; 128 dipped by 6% as what it fetched while starting
+# drained (bench/throughput.py's long run). From a backlog a worker now learns at the pace of
+# its fetches, not from records already in memory: see _GIL_SWITCH_SECONDS in streams.cli.main.
 STREAM_BUFFER_RECORDS = 64
 
 
