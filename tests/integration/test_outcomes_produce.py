@@ -9,7 +9,7 @@ from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from pipeline import Deployment
 
-from streams.contract import Outcome, decode_outcome, decode_unlabeled
+from streams.contract import Outcome, decode_outcome, decode_unlabeled_record
 from streams.sdk import replay
 from streams.sdk.outcomes import OutcomeOrder, OutcomeTiming
 from streams.sdk.producer import EventProducer
@@ -19,19 +19,28 @@ SEED = 9
 
 
 def read_topic(
-    bootstrap: str, topic: str, expected: int, *, deadline_s: float = 60.0, linger_s: float = 2.0
+    bootstrap: str,
+    topic: str,
+    expected: int,
+    *,
+    deadline_s: float = 60.0,
+    linger_s: float = 2.0,
+    events_in: Callable[[ConsumerRecord], int] = lambda record: 1,
 ) -> list[ConsumerRecord]:
-    """Every record of ``topic``: at least ``expected`` of them, plus any that follow within
-    ``linger_s`` (so that extras are seen too)."""
+    """Every record of ``topic``: records of at least ``expected`` events (``events_in`` says
+    how many a record holds), plus any that follow within ``linger_s`` (so that extras are seen
+    too)."""
     consumer = KafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )
     records: list[ConsumerRecord] = []
+    events = 0
     deadline = time.monotonic() + deadline_s
     try:
-        while len(records) < expected and time.monotonic() < deadline:
+        while events < expected and time.monotonic() < deadline:
             for batch in consumer.poll(timeout_ms=500).values():
                 records.extend(batch)
+                events += sum(map(events_in, batch))
         linger = time.monotonic() + linger_s
         while time.monotonic() < linger:
             for batch in consumer.poll(timeout_ms=500).values():
@@ -98,6 +107,14 @@ def test_produce_sends_every_outcome_but_the_missing_ones_after_or_before_its_ev
     assert {o.event_id: o.label for o in decoded} == {
         event_id: label for event_id, label in labels.items() if event_id not in missing
     }
-    events = read_topic(bootstrap, deployment.topics.unlabeled, EVENTS, linger_s=0.5)
-    assert sorted(decode_unlabeled(r.value).event_id for r in events) == sorted(labels)
-    assert all(b'"label"' not in record.value for record in events)
+    # Events to score go in the SDK's batch records.
+    records = read_topic(
+        bootstrap,
+        deployment.topics.unlabeled,
+        EVENTS,
+        linger_s=0.5,
+        events_in=lambda record: len(decode_unlabeled_record(record.value)),
+    )
+    events = [entry.decoded for r in records for entry in decode_unlabeled_record(r.value)]
+    assert sorted(event.event_id for event in events) == sorted(labels)
+    assert all(b'"label"' not in record.value for record in records)
