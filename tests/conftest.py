@@ -9,6 +9,12 @@ Where they come from, in order:
 
 When none works, a test that needs them is skipped on a developer's machine and FAILS in CI
 (``CI=true``): in CI the real-broker tests never turn into skips.
+
+``kafka_cluster`` is a replicated 3-node KRaft cluster for fault tests, started only for the tests
+that ask for it: ``KAFKA_CLUSTER_BOOTSTRAP_SERVERS`` when set (with ``REDIS_URL``, else the
+``redis_url`` above), otherwise a local stack of its own (``driftline stack up --brokers 3``) with
+its own Redis, torn down at the end of the session. Only the latter's nodes can be stopped and
+killed: :meth:`KafkaCluster.node_control` skips (fails in CI) a test that needs that on the former.
 """
 
 from __future__ import annotations
@@ -21,8 +27,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
+
+if TYPE_CHECKING:
+    from streams.stack import LocalStack
 
 
 @dataclass(frozen=True)
@@ -31,6 +41,13 @@ class Services:
     redis_url: str
     origin: str
     local_stack: object | None = None
+
+
+def _unavailable(message: str) -> NoReturn:
+    """Skip the test on a developer's machine; fail it in CI, where it must never be skipped."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
 
 
 def _docker_engine_answers() -> bool:
@@ -148,10 +165,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         )
         started = exit_stack.enter_context(source)
     except Exception as error:
-        message = f"could not start Kafka and Redis for the tests: {error}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        _unavailable(f"could not start Kafka and Redis for the tests: {error}")
     with exit_stack:
         yield Services(
             kafka_env or started.kafka_bootstrap,
@@ -159,6 +173,53 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
             started.origin,
             started.local_stack,
         )
+
+
+@dataclass(frozen=True)
+class KafkaCluster:
+    """A 3-node Kafka cluster: ``kafka_bootstrap`` lists every node."""
+
+    kafka_bootstrap: str
+    redis_url: str
+    stack: LocalStack | None = None
+    """The local stack that runs it (``stop_node``, ``start_node``, ...); None for the cluster of
+    ``KAFKA_CLUSTER_BOOTSTRAP_SERVERS``, whose nodes the tests cannot stop."""
+
+    def node_control(self) -> LocalStack:
+        """The stack, for a test that stops or kills nodes: skipped (failed in CI) without."""
+        if self.stack is None:
+            _unavailable(
+                f"{CLUSTER_BOOTSTRAP_ENV} names a cluster whose nodes this test cannot stop or kill"
+            )
+        return self.stack
+
+
+CLUSTER_BOOTSTRAP_ENV = "KAFKA_CLUSTER_BOOTSTRAP_SERVERS"
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KafkaCluster]:
+    """A replicated 3-node KRaft cluster and a Redis (see the module docstring)."""
+    external = os.environ.get(CLUSTER_BOOTSTRAP_ENV)
+    if external:
+        yield KafkaCluster(
+            external, os.environ.get("REDIS_URL") or request.getfixturevalue("redis_url")
+        )
+        return
+    from streams.stack import LocalStack
+
+    stack = LocalStack(tmp_path_factory.mktemp("cluster"))
+    try:
+        endpoints = stack.up(brokers=3)
+    except Exception as error:
+        stack.down()
+        _unavailable(f"could not start a 3-node Kafka cluster for the tests: {error}")
+    try:
+        yield KafkaCluster(endpoints.kafka_bootstrap, endpoints.redis_url, stack)
+    finally:
+        stack.down()
 
 
 @pytest.fixture(scope="session")

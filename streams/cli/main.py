@@ -35,6 +35,8 @@ def _stack(args: argparse.Namespace) -> int:
     from streams.stack import LocalStack, StackError
 
     stack = LocalStack(args.state_dir)
+    if (args.action == "node") != (args.drill is not None):
+        return refuse(f"stack {args.action}", "usage: driftline stack node stop|kill|start ID")
     try:
         if args.action == "up":
             endpoints = stack.up(
@@ -42,10 +44,13 @@ def _stack(args: argparse.Namespace) -> int:
                 redis_port=args.redis_port,
                 with_prometheus=args.with_prometheus,
                 secure=args.secure,
+                brokers=args.brokers,
             )
             print(endpoints.shell_lines())
             for role, env_file in (endpoints.env_files or {}).items():
                 print(f"# the {role}'s environment: . {env_file}", file=sys.stderr)
+        elif args.action == "node":
+            return _stack_node(stack, args)
         elif args.action == "status":
             report = stack.status()
             if not report:
@@ -58,6 +63,46 @@ def _stack(args: argparse.Namespace) -> int:
                 print(line, file=sys.stderr)
     except StackError as error:
         return refuse(f"stack {args.action}", error)
+    return 0
+
+
+def _stack_node(stack: Any, args: argparse.Namespace) -> int:
+    """``driftline stack node stop|kill|start ID``: a fault drill on one Kafka node.
+
+    ``--leader-of TOPIC:PARTITION`` or ``--controller`` name the node to stop or kill by its
+    role, as the cluster sees it right now, instead of by id.
+    """
+    from streams.stack import cluster
+
+    chosen = [args.node_id is not None, args.leader_of is not None, args.controller]
+    if sum(chosen) != 1:
+        return refuse(
+            "stack node", "name one node: an ID, --leader-of TOPIC:PARTITION or --controller"
+        )
+    if args.drill == "start" and args.node_id is None:
+        return refuse("stack node", "start takes a node ID")
+    node_id = args.node_id
+    nodes = stack.node_ids()
+    if not nodes:
+        return refuse("stack node", f"the local stack at {stack.state_dir} is not running")
+    bootstrap = ",".join(stack.bootstrap_of(node) for node in nodes)
+    kafka = {"bootstrap_servers": bootstrap, **stack.admin_settings()}
+    if args.controller:
+        node_id = cluster.active_controller(kafka)
+    elif args.leader_of is not None:
+        topic, _, partition = args.leader_of.rpartition(":")
+        if not topic or not partition.isdigit():
+            return refuse(
+                "stack node", f"--leader-of wants TOPIC:PARTITION, not {args.leader_of!r}"
+            )
+        node_id = cluster.partition_leader(kafka, topic, int(partition))
+    if args.drill == "start":
+        stack.start_node(node_id)
+        print(f"kafka node {node_id} answers at {stack.bootstrap_of(node_id)}", file=sys.stderr)
+    else:
+        stack.stop_node(node_id, kill=args.drill == "kill", timeout=args.timeout)
+        done = "killed" if args.drill == "kill" else "stopped"
+        print(f"kafka node {node_id} {done}", file=sys.stderr)
     return 0
 
 
@@ -337,7 +382,37 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     stack = commands.add_parser("stack", help="run a local Kafka broker and Redis without Docker")
-    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.add_argument(
+        "action",
+        choices=["up", "down", "status", "node"],
+        help="node: a fault drill on one Kafka node (node stop|kill|start ID)",
+    )
+    stack.add_argument(
+        "drill",
+        nargs="?",
+        choices=["stop", "kill", "start"],
+        help="with node: stop (SIGTERM), kill (SIGKILL) or start it again on its ports and data",
+    )
+    stack.add_argument("node_id", nargs="?", type=int, help="with node: the node's id (1 to 3)")
+    stack.add_argument(
+        "--brokers",
+        type=int,
+        choices=[1, 3],
+        default=None,
+        help="with up: 3 for a replicated three-node KRaft cluster (default: 1, or as many as "
+        "the running stack has)",
+    )
+    stack.add_argument(
+        "--leader-of",
+        metavar="TOPIC:PARTITION",
+        default=None,
+        help="with node stop|kill: the node that leads this partition now",
+    )
+    stack.add_argument(
+        "--controller",
+        action="store_true",
+        help="with node stop|kill: the active controller (the KRaft quorum leader) now",
+    )
     stack.add_argument(
         "--state-dir", type=Path, default=None, help="where the stack keeps state, data and logs"
     )

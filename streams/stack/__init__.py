@@ -20,6 +20,13 @@ It writes one environment file per role (``secure/<role>.env``) and prints the o
 ``export`` lines. A stack is secured or not for its whole life: ``up`` with the other choice is
 refused until it is stopped.
 
+``up --brokers 3`` runs Kafka as a replicated three-node KRaft cluster
+(:mod:`streams.stack.cluster`) instead of one broker: services ``kafka-1`` to ``kafka-3`` in the
+state file (the single broker stays ``kafka``), all three in the bootstrap address.
+:meth:`LocalStack.stop_node`, :meth:`LocalStack.start_node` and ``driftline stack node
+stop|kill|start ID`` are its fault drills. A running stack asked for another number of brokers
+refuses (:class:`BrokerCountError`), and the secured stack has one broker only.
+
 ``up --with-prometheus`` adds a Prometheus server (:mod:`streams.stack.prometheus`) that
 scrapes the workers registered in the stack's discovery folder (``metrics-sd/``, exported as
 ``DRIFTLINE_METRICS_SD_DIR``) and evaluates the repository's alert rules. The default stack does
@@ -52,14 +59,23 @@ from streams.settings import (
     REDIS_URL_ENV,
     SIGNING_KEY_FILE_ENV,
 )
-from streams.stack import broker, prometheus, redis_server, security
+from streams.stack import broker, cluster, prometheus, redis_server, security
 from streams.stack.clients import StackClient, find_clients
-from streams.stack.process import MissingToolError, StackError, free_port, is_alive, stop
+from streams.stack.process import (
+    MissingToolError,
+    StackError,
+    free_port,
+    is_alive,
+    stop,
+    stop_all,
+)
+from streams.stack.process import kill as _kill  # stop_node's argument is named kill
 from streams.stack.security import BROKER_USER, StackSecrets
 from streams.topics import Topics
 
 __all__ = [
     "PROMETHEUS_URL_ENV",
+    "BrokerCountError",
     "Endpoints",
     "LocalStack",
     "MissingToolError",
@@ -82,6 +98,14 @@ class PortConflictError(StackError):
 
 class SecurityMismatchError(StackError):
     """``up`` was asked for a secured stack where a plaintext one runs, or the reverse."""
+
+
+class BrokerCountError(StackError):
+    """``up`` was asked for a number of Kafka brokers other than the running stack's."""
+
+
+BROKER_COUNTS = (1, 3)
+"""The Kafka brokers a stack may run: one, or a cluster that survives the loss of one."""
 
 
 def default_state_dir() -> Path:
@@ -130,6 +154,20 @@ class _Service:
     port: int
     root: str
     controller_port: int = 0
+
+
+def _kafka_nodes(services: dict[str, _Service]) -> dict[str, int]:
+    """The Kafka services by name, with their node ids, in node order: ``kafka`` (node 1) in a
+    one-broker stack, ``kafka-1`` to ``kafka-3`` in a cluster."""
+    nodes = {name: 1 for name in services if name == "kafka"}
+    nodes.update(
+        {name: int(name.removeprefix("kafka-")) for name in services if name.startswith("kafka-")}
+    )
+    return dict(sorted(nodes.items(), key=lambda item: item[1]))
+
+
+def _cluster_node(node_id: int, service: _Service) -> cluster.Node:
+    return cluster.Node(node_id, service.port, service.controller_port, Path(service.root))
 
 
 class LocalStack:
@@ -202,7 +240,9 @@ class LocalStack:
     def _endpoints(self, services: dict[str, _Service]) -> Endpoints:
         """The operator's endpoints on a secured stack; everything on a plaintext one."""
         prometheus_url = self._prometheus_url(services)
-        kafka_bootstrap = f"{self.host}:{services['kafka'].port}"
+        kafka_bootstrap = ",".join(
+            f"{self.host}:{services[name].port}" for name in _kafka_nodes(services)
+        )
         redis_port = services["redis"].port
         redis_url = f"redis://{self.host}:{redis_port}/0"
         kafka_security, env_files = None, None
@@ -229,15 +269,17 @@ class LocalStack:
         return self.secrets.kafka_settings(BROKER_USER) if self.secure else {}
 
     def _healthy(self, services: dict[str, _Service]) -> bool:
-        """Whether Kafka and Redis run and answer (Prometheus, optional, is checked apart)."""
-        if not {"kafka", "redis"} <= set(services):
+        """Whether every Kafka node and Redis run and answer (Prometheus, optional, is checked
+        apart)."""
+        kafka = list(_kafka_nodes(services))
+        if not kafka or "redis" not in services:
             return False
-        if not all(is_alive(services[name].pid) for name in ("kafka", "redis")):
+        if not all(is_alive(services[name].pid) for name in [*kafka, "redis"]):
             return False
-        endpoints = self._endpoints(services)
-        return broker.broker_answers(
-            endpoints.kafka_bootstrap, **self.admin_settings()
-        ) and redis_server.answers(endpoints.redis_url)
+        return all(
+            broker.broker_answers(f"{self.host}:{services[name].port}", **self.admin_settings())
+            for name in kafka
+        ) and redis_server.answers(self._endpoints(services).redis_url)
 
     def up(
         self,
@@ -246,21 +288,35 @@ class LocalStack:
         redis_port: int | None = None,
         with_prometheus: bool = False,
         secure: bool = False,
+        brokers: int | None = None,
     ) -> Endpoints:
         """Start the broker and Redis (or reuse a healthy running pair) and wait until ready;
         with ``with_prometheus``, a Prometheus server too (added to a running stack); with
         ``secure``, secured (see the module docstring), with the driftline topics created and
         the ACLs of :func:`streams.stack.security.role_acls` for the default consumer groups.
+        With ``brokers=3``, Kafka is a three-node cluster (:mod:`streams.stack.cluster`),
+        ``kafka_port`` its first node's port; by default one broker, or as many as run.
 
         Raises :class:`PortConflictError` if a healthy stack runs with another port than
         ``kafka_port`` or ``redis_port``: reusing it would hand out addresses the caller did
         not ask for, and replacing it would pull it from under its workers. Raises
         :class:`SecurityMismatchError` likewise if it is secured and ``secure`` is false, or
-        the reverse.
+        the reverse, and :class:`BrokerCountError` if it runs another number of brokers.
         """
+        if brokers is not None and brokers not in BROKER_COUNTS:
+            raise StackError(f"--brokers must be 1 or 3, not {brokers}")
+        if secure and (brokers or 1) != 1:
+            raise StackError("the secured stack runs one broker only: leave out --brokers")
         services = self._load()
         if services and self._healthy(services):
             self._check_ports(services, kafka=kafka_port, redis=redis_port)
+            running = len(_kafka_nodes(services))
+            if brokers is not None and brokers != running:
+                raise BrokerCountError(
+                    f"the local stack at {self.state_dir} already runs {running} Kafka "
+                    f"broker{'s' if running > 1 else ''}, not {brokers}; stop it first "
+                    f"(driftline stack down) or leave out --brokers"
+                )
             if secure != self.secure:
                 raise SecurityMismatchError(
                     f"the local stack at {self.state_dir} runs "
@@ -268,7 +324,9 @@ class LocalStack:
                     f"(driftline stack down) to start it {'secured' if secure else 'plaintext'}"
                 )
         else:
-            services = self._start(kafka_port=kafka_port, redis_port=redis_port, secure=secure)
+            services = self._start(
+                kafka_port=kafka_port, redis_port=redis_port, secure=secure, brokers=brokers or 1
+            )
             if secure:
                 self.grant(Topics.from_env())
         if with_prometheus:
@@ -330,7 +388,12 @@ class LocalStack:
         return services[name]
 
     def _start(
-        self, *, kafka_port: int | None, redis_port: int | None, secure: bool = False
+        self,
+        *,
+        kafka_port: int | None,
+        redis_port: int | None,
+        secure: bool = False,
+        brokers: int = 1,
     ) -> dict[str, _Service]:
         services = self._load()
         if services:
@@ -345,13 +408,22 @@ class LocalStack:
         redis_root = self.state_dir / "redis"
         services = {
             "redis": _Service(pid=0, port=redis_port or free_port(self.host), root=str(redis_root)),
-            "kafka": _Service(
+        }
+        if brokers == 1:
+            services["kafka"] = _Service(
                 pid=0,
                 port=kafka_port or free_port(self.host),
                 controller_port=free_port(self.host),
                 root=str(kafka_root),
-            ),
-        }
+            )
+        else:
+            nodes = cluster.new_nodes(
+                self.state_dir, host=self.host, count=brokers, first_port=kafka_port
+            )
+            for node in nodes:
+                services[f"kafka-{node.node_id}"] = _Service(
+                    pid=0, port=node.port, root=str(node.root), controller_port=node.controller_port
+                )
         try:
             services["redis"].pid = redis_server.start(
                 redis_root,
@@ -360,25 +432,24 @@ class LocalStack:
                 security=self._redis_security(),
             )
             self._save(services)
-            layout = broker.BrokerLayout(kafka_root)
-            services["kafka"].pid = broker.format_and_start(
-                layout,
-                host=self.host,
-                port=services["kafka"].port,
-                controller_port=services["kafka"].controller_port,
-                secrets=self.secrets if secure else None,
-            )
+            if brokers == 1:
+                services["kafka"].pid = broker.format_and_start(
+                    broker.BrokerLayout(kafka_root),
+                    host=self.host,
+                    port=services["kafka"].port,
+                    controller_port=services["kafka"].controller_port,
+                    secrets=self.secrets if secure else None,
+                )
+            else:
+                for node_id, pid in cluster.format_and_start(nodes, host=self.host).items():
+                    services[f"kafka-{node_id}"].pid = pid
             self._save(services)
             endpoints = self._endpoints(services)
             redis_server.wait_until_ready(
                 services["redis"].pid, endpoints.redis_url, redis_root / "redis.log"
             )
-            broker.wait_until_ready(
-                services["kafka"].pid,
-                endpoints.kafka_bootstrap,
-                layout.log,
-                **self.admin_settings(),
-            )
+            for node_id in self.node_ids():
+                self._wait_for_node(node_id)
             if secure:
                 self.secrets.write_env_files(
                     kafka_bootstrap=endpoints.kafka_bootstrap,
@@ -404,11 +475,14 @@ class LocalStack:
         )
 
     def _check_ports(self, services: dict[str, _Service], **wanted: int | None) -> None:
+        # A cluster's Kafka port is its first node's, as ``up(kafka_port=...)`` chose it.
+        running = {"kafka": services[next(iter(_kafka_nodes(services)))].port}
+        running["redis"] = services["redis"].port
         for name, port in wanted.items():
-            if port is not None and port != services[name].port:
+            if port is not None and port != running[name]:
                 raise PortConflictError(
                     f"the local stack at {self.state_dir} already runs with {name} on port "
-                    f"{services[name].port}, not {port}; stop it first (driftline stack down) "
+                    f"{running[name]}, not {port}; stop it first (driftline stack down) "
                     f"or leave out --{name}-port"
                 )
 
@@ -423,9 +497,10 @@ class LocalStack:
         """What runs: per service its pid, port, whether the process lives and answers."""
         services = self._load()
         report: dict[str, dict[str, object]] = {}
+        kafka = _kafka_nodes(services)
         for name, service in services.items():
             alive = service.pid > 0 and is_alive(service.pid)
-            if name == "kafka":
+            if name in kafka:
                 address = f"{self.host}:{service.port}"
                 answers = alive and broker.broker_answers(address, **self.admin_settings())
             elif name == "prometheus":
@@ -450,12 +525,19 @@ class LocalStack:
         the stack (they retry until they are stopped), if any.
         """
         clients = self.clients()
-        stopped = []
-        for name, service in self._load().items():
-            if service.pid > 0 and is_alive(service.pid):
-                forced = stop(service.pid, timeout=timeout)
-                stopped.append(f"{name} (pid {service.pid}) stopped{' forcibly' if forced else ''}")
-            if not keep_data:
+        services = self._load()
+        running = {
+            name: service.pid
+            for name, service in services.items()
+            if service.pid > 0 and is_alive(service.pid)
+        }
+        forced = stop_all(list(running.values()), timeout=timeout)
+        stopped = [
+            f"{name} (pid {pid}) stopped{' forcibly' if forced[pid] else ''}"
+            for name, pid in running.items()
+        ]
+        if not keep_data:
+            for service in services.values():
                 shutil.rmtree(service.root, ignore_errors=True)
         if not keep_data:
             self.signing_key_file.unlink(missing_ok=True)
@@ -483,26 +565,19 @@ class LocalStack:
         services = self._load()
         if service not in services:
             raise StackError(f"no {service} in the local stack at {self.state_dir}")
+        if service == "kafka":
+            self.start_node(1, wait=wait)
+            return
         entry, endpoints = services[service], self._endpoints(services)
         if self.secure:
             self.secrets.check_certificate()
-        if service == "kafka":
-            layout = broker.BrokerLayout(Path(entry.root))
-            entry.pid = broker.start(layout)
-            self._save(services)
-            if not wait:
-                return
-            broker.wait_until_ready(
-                entry.pid, endpoints.kafka_bootstrap, layout.log, **self.admin_settings()
-            )
-        else:
-            entry.pid = redis_server.start(
-                Path(entry.root), host=self.host, port=entry.port, security=self._redis_security()
-            )
-            self._save(services)
-            redis_server.wait_until_ready(
-                entry.pid, endpoints.redis_url, Path(entry.root) / "redis.log"
-            )
+        entry.pid = redis_server.start(
+            Path(entry.root), host=self.host, port=entry.port, security=self._redis_security()
+        )
+        self._save(services)
+        redis_server.wait_until_ready(
+            entry.pid, endpoints.redis_url, Path(entry.root) / "redis.log"
+        )
 
     def pid_of(self, service: str) -> int:
         """The pid of ``"kafka"`` or ``"redis"`` as recorded by :meth:`up`."""
@@ -510,3 +585,62 @@ class LocalStack:
         if service not in services:
             raise StackError(f"no {service} in the local stack at {self.state_dir}")
         return services[service].pid
+
+    # Kafka nodes: node 1 alone in a one-broker stack, 1 to 3 in a cluster (fault drills).
+
+    def node_ids(self) -> list[int]:
+        """The ids of the stack's Kafka nodes (none when it is not running)."""
+        return list(_kafka_nodes(self._load()).values())
+
+    def _node(self, node_id: int) -> tuple[str, _Service]:
+        services = self._load()
+        for name, known_id in _kafka_nodes(services).items():
+            if known_id == node_id:
+                return name, services[name]
+        raise StackError(
+            f"no Kafka node {node_id} in the local stack at {self.state_dir} "
+            f"(its nodes: {', '.join(map(str, self.node_ids())) or 'none, it is not running'})"
+        )
+
+    def bootstrap_of(self, node_id: int) -> str:
+        """``host:port`` of one Kafka node alone."""
+        return f"{self.host}:{self._node(node_id)[1].port}"
+
+    def stop_node(self, node_id: int, *, kill: bool = False, timeout: float = 20.0) -> None:
+        """Stop one Kafka node, keeping its data and ports: with SIGTERM (a controlled shutdown,
+        SIGKILL after ``timeout``), or with ``kill`` at once with SIGKILL, as in a crash."""
+        pid = self._node(node_id)[1].pid
+        if pid > 0 and kill:
+            _kill(pid)
+        elif pid > 0:
+            stop(pid, timeout=timeout)
+
+    def start_node(self, node_id: int, *, wait: bool = True) -> None:
+        """Start a Kafka node that :meth:`stop_node` stopped, on its ports, with its data; one
+        that runs is left alone.
+
+        With ``wait``, return once it answers on its own address; without, once it is started
+        (for a broker that clients are meant to refuse: a test swaps in an expired certificate).
+        """
+        name, entry = self._node(node_id)
+        if self.secure:
+            self.secrets.check_certificate()
+        if not (entry.pid > 0 and is_alive(entry.pid)):
+            if name == "kafka":
+                entry.pid = broker.start(broker.BrokerLayout(Path(entry.root)))
+            else:
+                entry.pid = cluster.start(_cluster_node(node_id, entry))
+            services = self._load()
+            services[name] = entry
+            self._save(services)
+        if wait:
+            self._wait_for_node(node_id)
+
+    def _wait_for_node(self, node_id: int) -> None:
+        _, entry = self._node(node_id)
+        broker.wait_until_ready(
+            entry.pid,
+            self.bootstrap_of(node_id),
+            broker.BrokerLayout(Path(entry.root)).log,
+            **self.admin_settings(),
+        )

@@ -134,20 +134,27 @@ def server_properties(
     controller_port: int,
     data_dir: Path,
     security: Mapping[str, str] | None = None,
+    node_id: int = 1,
+    quorum_voters: str | None = None,
+    overrides: Mapping[str, str] | None = None,
 ) -> str:
     """``server.properties`` for a one-node KRaft broker that is also its controller.
 
     With ``security`` (:func:`streams.stack.security.secure_server_properties`), clients reach a
     listener named ``SECURE`` instead of ``PLAINTEXT``, and the entries of ``security`` override
     the plaintext defaults.
+
+    A node of a cluster (:mod:`streams.stack.cluster`) passes its ``node_id``, the cluster's
+    ``quorum_voters`` (by default this node alone) and the ``overrides`` of the settings a
+    single node must keep at 1 (replication factors, minimum in-sync replicas).
     """
     client_listener = "PLAINTEXT" if security is None else "SECURE"
     settings = {
         "process.roles": "broker,controller",
-        "node.id": "1",
+        "node.id": str(node_id),
         # Static voters: the 4.x sample's controller.quorum.bootstrap.servers makes `format`
         # demand --standalone.
-        "controller.quorum.voters": f"1@{host}:{controller_port}",
+        "controller.quorum.voters": quorum_voters or f"{node_id}@{host}:{controller_port}",
         "listeners": f"{client_listener}://{host}:{port},CONTROLLER://{host}:{controller_port}",
         "advertised.listeners": f"{client_listener}://{host}:{port}",
         "controller.listener.names": "CONTROLLER",
@@ -166,6 +173,7 @@ def server_properties(
         "group.min.session.timeout.ms": "1000",
         "auto.create.topics.enable": "true",
         "log.retention.hours": "-1",
+        **(overrides or {}),
         **(security or {}),
     }
     return "".join(f"{key}={value}\n" for key, value in settings.items())
@@ -185,20 +193,38 @@ def format_and_start(
     holds its own password (mode 600), and the storage is formatted with every user's SCRAM
     credential, passed in a ``java`` argument file rather than on the command line.
     """
-    java = require_tool("java")
-    layout.data.mkdir(parents=True, exist_ok=True)
-    properties = server_properties(
-        host=host,
-        port=port,
-        controller_port=controller_port,
-        data_dir=layout.data,
-        security=None if secrets is None else secure_server_properties(secrets),
+    configure(
+        layout,
+        server_properties(
+            host=host,
+            port=port,
+            controller_port=controller_port,
+            data_dir=layout.data,
+            security=None if secrets is None else secure_server_properties(secrets),
+        ),
     )
+    format_storage(layout, new_cluster_id(), secrets=secrets)
+    return start(layout)
+
+
+def configure(layout: BrokerLayout, properties: str) -> None:
+    """Write a broker's ``server.properties`` (mode 600: a secured one holds a password) and
+    create its data folder."""
+    layout.data.mkdir(parents=True, exist_ok=True)
     layout.config.touch(mode=0o600)
     layout.config.chmod(0o600)  # touch keeps the mode of a file that already existed
     layout.config.write_text(properties)
+
+
+def format_storage(
+    layout: BrokerLayout, cluster_id: str, *, secrets: StackSecrets | None = None
+) -> None:
+    """Format a configured broker's storage with Kafka's storage tool under ``cluster_id``
+    (every node of a cluster must share it); with ``secrets``, with every user's SCRAM
+    credential too."""
+    java = require_tool("java")
     storage_tool = ["-cp", f"{broker_jars()}/*", "kafka.tools.StorageTool", "format"]
-    storage_tool += ["-t", new_cluster_id(), "-c", str(layout.config)]
+    storage_tool += ["-t", cluster_id, "-c", str(layout.config)]
     if secrets is None:
         formatted = subprocess.run([java, *storage_tool], capture_output=True, text=True)
     else:
@@ -206,15 +232,14 @@ def format_and_start(
             formatted = subprocess.run([java, f"@{arguments}"], capture_output=True, text=True)
     if formatted.returncode != 0:
         raise StackError(f"kafka storage format failed:\n{formatted.stdout}{formatted.stderr}")
-    return start(layout)
 
 
-def start(layout: BrokerLayout, *, heap: str = "1g") -> int:
+def start(layout: BrokerLayout, *, heap: str = "1g", initial_heap: str = "256m") -> int:
     """Start a configured and formatted broker; returns its pid (not yet ready)."""
     return spawn(
         [
             require_tool("java"),
-            "-Xms256m",
+            f"-Xms{initial_heap}",
             f"-Xmx{heap}",
             "-XX:+UseG1GC",
             "-cp",

@@ -90,16 +90,34 @@ def stop(pid: int, *, timeout: float = 20.0) -> bool:
 
     Returns whether SIGKILL was needed.
     """
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
+    return stop_all([pid], timeout=timeout)[pid]
+
+
+def stop_all(pids: Sequence[int], *, timeout: float = 20.0) -> dict[int, bool]:
+    """Stop every one of ``pids`` at once: SIGTERM to all, SIGKILL to those that still run
+    after ``timeout`` seconds. Returns, per pid, whether SIGKILL was needed.
+
+    At once, because the nodes of a Kafka cluster stopped one after another wait for each
+    other: the last, left without a quorum, cannot finish its controlled shutdown.
+    """
+    running = []
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            running.append(pid)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if not is_alive(pid):
-            return False
-        time.sleep(0.1)
+    while running and time.monotonic() < deadline:
+        for pid in running:
+            _reap(pid)
+        running = [pid for pid in running if is_alive(pid)]
+        if running:
+            time.sleep(0.1)
+    return {pid: pid in running and kill(pid) for pid in pids}
+
+
+def kill(pid: int) -> bool:
+    """Kill ``pid`` with SIGKILL (no chance to clean up: a crash, for fault drills) and wait
+    until it is gone. Returns whether it was still running."""
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
