@@ -66,6 +66,7 @@ __all__ = [
     "RecordEntry",
     "UnlabeledEvent",
     "dead_letter_record",
+    "dead_letter_source",
     "decode_dead_letter",
     "decode_labeled",
     "decode_labeled_record",
@@ -460,6 +461,20 @@ def dead_letter_record(
         value["source"] = {"topic": topic, "partition": partition, "offset": offset, "index": index}
         coordinate = f"{coordinate}/{index}"
     return coordinate.encode(), orjson.dumps(value)
+
+
+def dead_letter_source(key: bytes | None) -> tuple[str, int, int, int | None] | None:
+    """The source coordinate ``(topic, partition, offset, index)`` a dead-letter key names
+    (:func:`dead_letter_record`; ``index`` is None for a whole record), or None for a key that is
+    not one. Topic names cannot hold ``/``, so the key splits unambiguously."""
+    try:
+        topic, *numbers = (key or b"").decode("ascii").split("/")
+        partition, offset, *index = (int(number) for number in numbers)
+    except ValueError:  # not ASCII, too few parts, or not numbers
+        return None
+    if not topic or len(index) > 1:
+        return None
+    return topic, partition, offset, index[0] if index else None
 
 
 def decode_dead_letter(value: bytes) -> dict[str, Any]:

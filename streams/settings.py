@@ -34,6 +34,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from streams.topics import Topics
@@ -41,6 +42,7 @@ from streams.topics import Topics
 __all__ = [
     "BOOTSTRAP_SERVERS_ENV",
     "DEFAULT_REDIS_PREFIX",
+    "PRODUCER_DURABILITY",
     "REDIS_PREFIX_ENV",
     "REDIS_URL_ENV",
     "SASL_MECHANISMS",
@@ -52,6 +54,7 @@ __all__ = [
     "authenticated_principal",
     "faust_broker_options",
     "kafka_ssl_context",
+    "producer_options",
     "redacted_settings",
     "redacted_url",
 ]
@@ -64,6 +67,15 @@ SIGNING_KEY_FILE_ENV = "DRIFTLINE_SIGNING_KEY_FILE"
 METRICS_SD_DIR_ENV = "DRIFTLINE_METRICS_SD_DIR"
 """The folder of Prometheus's file-based service discovery that workers register in."""
 DEFAULT_REDIS_PREFIX = "driftline:"
+
+PRODUCER_DURABILITY: Mapping[str, Any] = MappingProxyType(
+    {"acks": "all", "enable_idempotence": True}
+)
+"""How every producer of driftline writes, in kafka-python's and aiokafka's words alike: a record
+is acknowledged once every in-sync replica has it, and the client's retries never write it twice
+(nor out of order). kafka-python 3 enables idempotence by default and aiokafka does not; both are
+named here so that no process depends on a client's default (:func:`producer_options`, and the
+workers' producer in :mod:`streams.workers.app`)."""
 
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI")
 """The SASL mechanisms both kafka-python and faust (aiokafka) can take from the environment."""
@@ -239,6 +251,13 @@ def faust_broker_options(kafka: Mapping[str, Any]) -> dict[str, Any]:
             ssl_context=ssl_context,
         )
     return options
+
+
+def producer_options(kafka: Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
+    """The keyword arguments of a kafka-python ``KafkaProducer`` for the cluster ``kafka``
+    describes (:attr:`Settings.kafka`): :data:`PRODUCER_DURABILITY`, then the connection, then
+    ``overrides`` (the producer SDK's caller may tune its own producer)."""
+    return {**PRODUCER_DURABILITY, **kafka, **overrides}
 
 
 def kafka_ssl_context(kafka: Mapping[str, Any]) -> ssl.SSLContext:

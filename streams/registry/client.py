@@ -67,7 +67,7 @@ from streams.registry.records import (
     serving_records,
     serving_state,
 )
-from streams.settings import Settings, authenticated_principal
+from streams.settings import Settings, authenticated_principal, producer_options
 from trainers.candidates import Candidate
 from trainers.errors import ArtifactIntegrityError
 
@@ -83,6 +83,7 @@ __all__ = [
     "RegistrySubscription",
     "UnknownModelError",
     "UnknownVersionError",
+    "publish_record",
 ]
 
 log = logging.getLogger("driftline.registry")
@@ -510,15 +511,22 @@ class RegistryClient(ClosedOnExit):
             operator_verified=principal is not None,
             rollout=rollout,
         ).signed(self._key())
-        producer = KafkaProducer(acks="all", **self.kafka)
-        try:
-            delivery = producer.send(self.topic, key=model.encode(), value=record.to_json())
-            delivery.get(timeout=_PUBLISH_TIMEOUT)
-            producer.flush()
-        finally:
-            producer.close()
+        publish_record(self.kafka, self.topic, record, timeout=_PUBLISH_TIMEOUT)
         log.info("published %s of %s v%d: %s", kind, model, version, reason)
         return record
+
+
+def publish_record(
+    kafka: Mapping[str, Any], topic: str, record: ModelVersion, *, timeout: float
+) -> None:
+    """Publish one signed registry ``record`` to ``topic`` and wait up to ``timeout`` seconds for
+    the broker to acknowledge it (a producer of its own: an operator's command or a demo publishes
+    one record now and then). ``kafka`` holds kafka-python settings."""
+    producer = KafkaProducer(**producer_options(kafka))
+    try:
+        producer.send(topic, key=record.model.encode(), value=record.to_json()).get(timeout)
+    finally:
+        producer.close()
 
 
 def _refuse_pointless(

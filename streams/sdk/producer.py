@@ -53,7 +53,7 @@ from streams.contract import (
     validate_outcome,
     validate_unlabeled,
 )
-from streams.settings import Settings, SettingsError
+from streams.settings import Settings, SettingsError, producer_options
 
 __all__ = [
     "DeliveryError",
@@ -63,12 +63,8 @@ __all__ = [
     "ProducerConfigError",
 ]
 
-_DURABLE_DEFAULTS: dict[str, Any] = {
-    "acks": "all",
-    "enable_idempotence": True,
-    # A few milliseconds of batching multiplies throughput at a negligible latency cost.
-    "linger_ms": 5,
-}
+# A few milliseconds of batching multiplies throughput at a negligible latency cost.
+_LINGER_MS = 5
 DEFAULT_BATCH_EVENTS = 500
 DEFAULT_BATCH_BYTES = 512 * 1024
 """Half of Kafka's default largest record (1 MiB), and of the worker's ``max_event_bytes``."""
@@ -168,7 +164,7 @@ class EventProducer(ClosedOnExit):
         self.batch_events = batch_events
         self.batch_bytes = batch_bytes
         self.batch_linger = batch_linger
-        self._kafka_config = {**_DURABLE_DEFAULTS, **connection, **kafka_config}
+        self._kafka_config = producer_options(connection, linger_ms=_LINGER_MS) | kafka_config
         self._kafka: KafkaProducer | None = None
         self._closed = False
         self._failures: list[DeliveryFailure] = []

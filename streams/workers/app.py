@@ -12,16 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, cast
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, EventT
 
 from streams.admin import DEAD_LETTER_MAX_BYTES
 from streams.config import DriftlineConfig
 from streams.contract import InvalidEvent, RecordEntry, dead_letter_record
-from streams.settings import faust_broker_options
+from streams.settings import PRODUCER_DURABILITY, faust_broker_options
 from streams.workers.logs import quiet_kafka_clients
 
 __all__ = ["WorkerApp", "dead_letter_of"]
@@ -59,6 +60,25 @@ def dead_letter_of(
         key=message.key,
         index=None if entry is None else entry.index,
     )
+
+
+class _DurableProducer(faust_aiokafka.Producer):
+    """faust's aiokafka producer, idempotent with ``acks=all`` outside transactions too.
+
+    faust asks for idempotence only inside a transaction (driftline uses none): its
+    ``_settings_extra`` is the hook it merges last into the aiokafka settings for exactly that,
+    so extending it (rather than rebuilding ``_new_producer``) keeps every other setting faust's.
+    """
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {**super()._settings_extra(), **PRODUCER_DURABILITY}
+
+
+class _DurableTransport(faust_aiokafka.Transport):
+    """faust's aiokafka transport building :class:`_DurableProducer`: faust's own way to choose a
+    transport's producer (a ``Producer`` class attribute, as each of its drivers sets)."""
+
+    Producer = _DurableProducer
 
 
 def _faust_tps(tps: Iterable[Any]) -> set[TP]:
@@ -108,6 +128,10 @@ class WorkerApp:
             broker_heartbeat_interval=config.worker.session_timeout / 5,
             consumer_group_instance_id=config.worker.instance_id or None,
         )
+        # App.transport's public setter, before anything builds the transport: faust makes the
+        # app's producer (and consumer) from it. A transport registered under a URL scheme of our
+        # own would need a setuptools entry point and another broker URL in every deployment.
+        self.app.transport = _DurableTransport(self.app.conf.broker_consumer, self.app)
         self._outputs = frozenset(outputs)
         self._input = ""
         self._ready = False

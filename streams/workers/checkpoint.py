@@ -5,10 +5,13 @@ unit of ownership: the worker that owns it trains its models. Its checkpoint is 
 
 - ``epoch``: incremented by every worker that claims the partition; a save carries the epoch its
   worker claimed and is refused once another worker has claimed since (:class:`CheckpointFenced`);
-- ``manifest``: JSON ``{"epoch", "cursor", "models": {name: sha256}, "sources": {name: seq}}``
-  and its HMAC-SHA256
+- ``manifest``: JSON ``{"epoch", "cursor", "models": {name: sha256}, "sources": {name: seq},
+  "dead_letters": offset}`` and its HMAC-SHA256
   signature: ``cursor`` is the offset of the last event fully handled (every event at or before
-  it is in the saved state), ``models`` the digest of each model's snapshot;
+  it is in the saved state), ``models`` the digest of each model's snapshot, ``dead_letters`` the
+  offset of the dead-letter topic from which dead letters of events after the cursor may be
+  (:mod:`streams.workers.deadletters`; absent from checkpoints saved before it existed, and from
+  the scorer's);
 - ``models``: a hash of model name to snapshot bytes
   (:meth:`trainers.trainer.ModelTrainer.snapshot`, a pickle).
 
@@ -85,6 +88,8 @@ class Claim:
     snapshots: dict[str, bytes]
     sources: dict[str, int] = field(default_factory=dict)
     """The last join ``seq`` learned per scorer partition (see :mod:`streams.workers.join`)."""
+    dead_letters: int | None = None
+    """The dead-letter mark; None when the checkpoint has none (new, or saved without one)."""
 
     @property
     def digests(self) -> dict[str, str]:
@@ -107,6 +112,7 @@ class PartitionCheckpoints(Protocol):
         snapshots: dict[str, bytes],
         digests: Mapping[str, str] | None = None,
         sources: Mapping[str, int] | None = None,
+        dead_letters: int | None = None,
     ) -> dict[str, str]: ...
 
     async def own(self, topic: str, model: str, partition: int) -> int: ...
@@ -190,11 +196,13 @@ class RedisCheckpointStore:
                 raise CheckpointRefused(
                     f"{topic}[{partition}]: the snapshot of {model!r} differs from the signed one"
                 )
+        mark = manifest.get("dead_letters")
         return Claim(
             epoch=int(epoch),
             cursor=int(manifest["cursor"]),
             snapshots=snapshots,
             sources={source: int(seq) for source, seq in manifest.get("sources", {}).items()},
+            dead_letters=None if mark is None else int(mark),
         )
 
     def _verified_manifest(self, topic: str, partition: int, raw: bytes) -> dict[str, Any]:
@@ -223,20 +231,24 @@ class RedisCheckpointStore:
         snapshots: dict[str, bytes],
         digests: Mapping[str, str] | None = None,
         sources: Mapping[str, int] | None = None,
+        dead_letters: int | None = None,
     ) -> dict[str, str]:
         """Write the signed manifest and ``snapshots`` atomically, unless fenced.
 
         ``digests`` are those of the partition's snapshots saved earlier and not rewritten now
         (models that learned nothing since): the manifest covers every model of the partition.
+        ``dead_letters`` is the dead-letter mark (None: the manifest names none).
         Returns the manifest's digests, every model's.
         """
         models = {**(digests or {}), **{m: snapshot_digest(blob) for m, blob in snapshots.items()}}
-        manifest = {
+        manifest: dict[str, Any] = {
             "epoch": epoch,
             "cursor": cursor,
             "models": models,
             "sources": dict(sources or {}),
         }
+        if dead_letters is not None:
+            manifest["dead_letters"] = dead_letters
         envelope = {
             "manifest": manifest,
             "signature": _sign(self._key, self._group, topic, partition, manifest),

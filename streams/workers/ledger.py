@@ -8,13 +8,21 @@ ledger keeps model state and committed offsets in step, per partition, in these 
 1. **claim**: on the first event of a partition, one atomic script bumps its epoch (fencing out
    any previous owner) and reads its signed checkpoint; the models are restored from it. A
    checkpoint that does not verify (:class:`~streams.workers.checkpoint.CheckpointRefused`) is
-   never replaced by a fresh start: the partition is paused until an operator acts.
+   never replaced by a fresh start: the partition is paused until an operator acts. Then
+   **recall**: the dead-letter topic is read from the checkpoint's dead-letter mark to its end
+   (:mod:`streams.workers.deadletters`), for the dead letters of events past the cursor that a
+   previous owner delivered before it crashed. A checkpoint without a mark (a new partition, or
+   one saved by an older worker) is read from the topic's end, nothing, and saved again at once
+   with that end as its mark, before anything is learned: from then on a crash at any point
+   leaves a mark behind.
 2. **skip**: a record at or before the cursor is already in the restored state: acknowledge it.
 3. **advance**: set the cursor to the record's offset *before* it is learned, so that a
    checkpoint taken after it (a promotion checkpoints at once) covers it.
 4. **learn**: the caller lets the models learn every event of the record (one, or a batch:
    :func:`streams.contract.decode_labeled_record`), queues their outputs in the
-   :class:`~streams.workers.outbox.Outbox`, and :meth:`~PartitionLedger.weigh` counts the
+   :class:`~streams.workers.outbox.Outbox` (dead letters through
+   :meth:`~PartitionLedger.dead_letter`, which sends none that was recalled), and
+   :meth:`~PartitionLedger.weigh` counts the
    record as its events. Only then may a checkpoint come: a record is learned whole or not at
    all, so a checkpoint never holds part of a batch and a replay after a crash learns whole
    records, none of whose events are in the restored state.
@@ -23,8 +31,11 @@ ledger keeps model state and committed offsets in step, per partition, in these 
 
    a. **flush**: every dead letter and registry record is acknowledged by the broker, and every
       waiting promotion is published; if one still waits for Redis, stop here;
-   b. **persist**: save each changed partition's cursor and snapshots in one fenced, signed
-      write;
+   b. **persist**: save each changed partition's cursor, snapshots and dead-letter mark in one
+      fenced, signed write. The mark is the lowest offset of a recalled dead letter still past
+      the cursor, or else one past the last dead letter the broker acknowledged to this worker
+      (at least the topic's end at the claim): the ones it sends from now on land after it, and
+      the flush just acknowledged every earlier one;
    c. **commit**: acknowledge the partition's records to faust, which commits them later.
 
 6. **release**: on a revoke, checkpoint, then forget the partitions.
@@ -38,7 +49,14 @@ Invariants, checked where they could break and raised as :class:`InvariantViolat
   only moves forward, one admitted record at a time, and a persist saves every model changed
   since the last;
 - **I4** no checkpoint covers an event whose promotion still waits: persist refuses while the
-  outbox holds a waiting promotion.
+  outbox holds a waiting promotion;
+- **I6** no checkpoint covers an event whose tracked outputs (its dead letters) are not
+  acknowledged: persist refuses while the outbox holds an undelivered one, so that a delivery
+  that fails is sent again (or the partition stops) before the offset is committed, never
+  dropped while the checkpoint moves on;
+- **I7** a dead letter is published once: no dead letter is sent for a partition before its
+  recall, none that the recall found in the topic is sent again, and the mark saved never passes
+  a dead letter of an event after the cursor.
 
 The outbox keeps the other two (I3, I5). Around the steps:
 
@@ -46,10 +64,15 @@ The outbox keeps the other two (I3, I5). Around the steps:
   (:class:`~streams.workers.checkpoint.CheckpointFenced`) means this worker's state for it is
   stale: it forgets the partition and gives it up, so the group reassigns it at once instead of
   letting it stall until the next rebalance;
-- **backoff**: a Redis error is retried after 0.5 s, doubling to 30 s;
-- **backpressure**: past ``max_unacked`` events not yet acknowledged (Redis away), the agent
-  waits for a checkpoint to succeed before it takes another record, so a long outage does not
-  grow memory without bound (faust's flow control stops fetching once its buffer is full).
+- **backoff**: a Redis error, or a Kafka one (a delivery, the recall's read), is retried after
+  0.5 s, doubling to 30 s;
+- **backpressure**: past ``max_unacked`` events not yet acknowledged (Redis or Kafka away), the
+  agent waits for a checkpoint to succeed before it takes another record, so a long outage does
+  not grow memory without bound (faust's flow control stops fetching once its buffer is full).
+
+A dead letter can still come twice in two cases no mark can see: a previous owner that still
+runs after the claim (fenced, it learns on until its next save), and a record sent again after a
+delivery the producer reported failed although the broker had it.
 
 References
 ----------
@@ -72,6 +95,7 @@ from streams.workers.checkpoint import (
     Claim,
     PartitionCheckpoints,
 )
+from streams.workers.deadletters import DEAD_LETTER_PARTITION, ReadDeadLetters, Recall
 from streams.workers.invariants import InvariantViolated
 from streams.workers.outbox import Outbox
 
@@ -142,6 +166,8 @@ class PartitionState:
     pending_events: int = 0
     """The events those records hold (a batch record holds several)."""
     dirty: set[str] = field(default_factory=set)
+    recall: Recall | None = None
+    """What the claim's recall read; its ``keys`` shrink as the cursor passes them."""
 
 
 class PartitionLedger:
@@ -163,6 +189,10 @@ class PartitionLedger:
         Events held unacknowledged before consumption pauses.
     redis_errors
         The exceptions that mean "Redis is away, try again later".
+    dead_letter_topic, read_dead_letters
+        Where dead letters go, and how the recall reads what the topic holds.
+    kafka_errors
+        The exceptions of ``read_dead_letters`` that mean "Kafka is away, try again later".
     clock, sleep
         Injected for tests.
     on_replayed
@@ -182,6 +212,9 @@ class PartitionLedger:
         checkpoint_interval: float,
         max_unacked: int,
         redis_errors: tuple[type[Exception], ...],
+        dead_letter_topic: str,
+        read_dead_letters: ReadDeadLetters,
+        kafka_errors: tuple[type[Exception], ...],
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_replayed: Callable[[], None] | None = None,
@@ -197,6 +230,9 @@ class PartitionLedger:
         self.checkpoint_interval = checkpoint_interval
         self.max_unacked = max_unacked
         self.redis_errors = redis_errors
+        self.dead_letter_topic = dead_letter_topic
+        self.read_dead_letters = read_dead_letters
+        self.kafka_errors = kafka_errors
         self.clock = clock
         self.sleep = sleep
         self.partitions: dict[Any, PartitionState] = {}
@@ -245,7 +281,13 @@ class PartitionLedger:
             try:
                 claim = await self.checkpoints.claim(tp.topic, tp.partition)
                 models = await self.restore(tp, claim)
+                recall = await self._recall(tp, claim)
                 break
+            except CheckpointFenced:
+                # Claimed again by another worker between our claim and its first save.
+                self.lost.add(tp)
+                self.consumer.give_up(tp)
+                return None
             except CheckpointRefused as error:
                 self.refused[tp] = str(error)
                 self.consumer.pause([tp])
@@ -258,19 +300,25 @@ class PartitionLedger:
                     error,
                 )
                 return None
-            except self.redis_errors as error:
-                # Without its checkpoint a partition cannot be trained: wait for Redis.
+            except (*self.redis_errors, *self.kafka_errors) as error:
+                # Without its checkpoint, or without knowing which dead letters the topic holds,
+                # a partition cannot be trained: wait for Redis and Kafka.
                 log.error(
-                    "cannot claim %s[%d], Redis unavailable: %s", tp.topic, tp.partition, error
+                    "cannot claim %s[%d], Redis or Kafka unavailable: %s",
+                    tp.topic,
+                    tp.partition,
+                    error,
                 )
                 await self.sleep(self.backoff())
         log.info(
-            "claimed %s[%d] (epoch %d): resuming after offset %d with models %s",
+            "claimed %s[%d] (epoch %d): resuming after offset %d with models %s; %d dead letters "
+            "of the events to replay are published already",
             tp.topic,
             tp.partition,
             claim.epoch,
             claim.cursor,
             sorted(models),
+            len(recall.keys),
         )
         state = PartitionState(
             epoch=claim.epoch,
@@ -279,9 +327,40 @@ class PartitionLedger:
             digests=claim.digests,
             saved_cursor=claim.cursor,
             sources=dict(claim.sources),
+            recall=recall,
         )
         self.partitions[tp] = state
         return state
+
+    async def _recall(self, tp: Any, claim: Claim) -> Recall:
+        """Step 1's recall: the dead letters of events past the claimed cursor the topic holds;
+        a checkpoint without a mark is saved with one at once."""
+        recall = await self.read_dead_letters(
+            tp.topic, tp.partition, claim.cursor, claim.dead_letters
+        )
+        if claim.dead_letters is None:
+            await self.checkpoints.save(
+                tp.topic,
+                tp.partition,
+                epoch=claim.epoch,
+                cursor=claim.cursor,
+                snapshots={},
+                digests=claim.digests,
+                sources=claim.sources,
+                dead_letters=recall.end,
+            )
+        return recall
+
+    async def dead_letter(self, state: PartitionState, key: bytes, value: bytes) -> bool:
+        """Step 4's dead letter (key, value) of an event of ``state``'s partition: sent through
+        the outbox, unless the recall found it in the topic (I7). True when sent."""
+        if state.recall is None:
+            raise InvariantViolated("I7", f"dead letter {key!r} before its partition's recall")
+        if key in state.recall.keys:
+            log.debug("dead letter %r is published already: not sent again", key)
+            return False
+        await self.outbox.send(self.dead_letter_topic, key, value)
+        return True
 
     def checkpoint_due(self) -> bool:
         now = self.clock()
@@ -333,8 +412,11 @@ class PartitionLedger:
     async def _persist(self, tp: Any, state: PartitionState) -> None:
         if state.models.keys() & self.outbox.waiting_models():
             raise InvariantViolated("I4", f"{tp} has a promotion waiting for Redis")
+        if self.outbox.undelivered:
+            raise InvariantViolated("I6", f"{self.outbox.undelivered} dead letters not delivered")
         if state.pending and state.pending[-1].message.offset > state.cursor:
             raise InvariantViolated("I2", f"{tp}: an admitted event is past the cursor")
+        mark = self._dead_letter_mark(tp, state)
         state.digests = await self.checkpoints.save(
             tp.topic,
             tp.partition,
@@ -343,9 +425,21 @@ class PartitionLedger:
             snapshots={model: state.models[model].snapshot() for model in state.dirty},
             digests=state.digests,
             sources=state.sources,
+            dead_letters=mark,
         )
         state.saved_cursor = state.cursor
         state.dirty.clear()
+
+    def _dead_letter_mark(self, tp: Any, state: PartitionState) -> int:
+        """Step 5b's dead-letter mark: at or before every dead letter of an event past the
+        cursor (I7), as high as that allows, so that a recall reads only what came since."""
+        if state.recall is None:
+            raise InvariantViolated("I7", f"{tp} is saved without a recall")
+        recalled = state.recall.keys
+        for key in [key for key, (source, _) in recalled.items() if source <= state.cursor]:
+            del recalled[key]
+        sent = self.outbox.acknowledged_end(self.dead_letter_topic, DEAD_LETTER_PARTITION)
+        return min((offset for _, offset in recalled.values()), default=max(state.recall.end, sent))
 
     def _commit(self, state: PartitionState) -> None:
         for event in state.pending:

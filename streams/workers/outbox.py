@@ -4,16 +4,32 @@ Three kinds of output come out of learning an event: dead letters (a malformed e
 dead-letter topic), promotions (a new model version goes to the registry topic) and notices (a
 drift detection or a drift action, see :mod:`trainers.actions`, also on the registry topic).
 Before a checkpoint may cover the events that produced them, all must be on the broker; the
-:class:`Outbox` holds them until then. Promotions and notices wait in one queue and are published
-in the order they were made, so that the registry reads as the trainer decided: a drift, its
-actions, the promotion they led to. Each is published as:
+:class:`Outbox` holds them until then.
+
+Dead letters are **tracked**: each is kept (topic, key, value) with its delivery until the broker
+acknowledges it, so that one whose delivery fails is sent again, never dropped:
+
+1. **send**: hand the record to the producer, without waiting (a worker's producer is idempotent
+   with ``acks=all``: its own retries neither lose nor repeat it); once a delivery has failed,
+   a new record is only queued behind it, so that the records go out in the order they were made;
+2. **flush** (the checkpoint's step 5a): send again, in order, every tracked record whose
+   delivery failed after the producer's retries (or that was only queued), then wait for each
+   acknowledgement in order and forget the acknowledged records. A delivery error (the broker
+   away past the producer's retries) stops the flush: the records stay tracked, the checkpoint
+   is retried after the ledger's backoff, and the outage is logged once.
+
+Promotions and notices wait in one queue and are published in the order they were made, so that
+the registry reads as the trainer decided: a drift, its actions, the promotion they led to. Each
+is published as:
 
 1. **pack**: serialize the promoted candidate and sign it as ``model`` v``version`` (once; a
    notice has no artifact);
 2. **store**: ``SET NX`` the artifact under its digest in Redis; on a Redis error the promotion
    waits, with every later record behind it, and :meth:`Outbox.flush` reports it;
 3. **publish**: send the signed :class:`~streams.registry.records.ModelVersion` to the registry
-   topic and wait for the broker's acknowledgement.
+   topic and wait for the broker's acknowledgement; on a delivery error it waits, as on a Redis
+   error, and is published again by a later flush (unless the registry shows it arrived after
+   all: the trainer follows the registry).
 
 Invariants, checked here and raised as :class:`~streams.workers.ledger.InvariantViolated`:
 
@@ -23,14 +39,19 @@ Invariants, checked here and raised as :class:`~streams.workers.ledger.Invariant
   promotion at or below the version already in the registry, or a notice at or below the
   sequence already there (a replay after a crash re-issues the same deterministic versions and
   notices), is dropped before packing, and a send of one is refused.
+
+The ledger keeps I6 with it: no checkpoint while a tracked record is unacknowledged
+(:attr:`Outbox.undelivered`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from streams.registry.artifacts import Artifact
 from streams.registry.records import ModelVersion
@@ -38,12 +59,42 @@ from streams.workers.invariants import InvariantViolated
 from trainers.actions import Notice
 from trainers.trainer import Promotion
 
-__all__ = ["Outbox", "Send"]
+__all__ = ["Delivered", "Outbox", "Send"]
 
 log = logging.getLogger("driftline.trainer")
 
 Send = Callable[[str, bytes, bytes], Awaitable[Awaitable[Any]]]
-"""Sends (topic, key, value); returns an awaitable that resolves once the broker has the record."""
+"""Sends (topic, key, value); returns an awaitable that resolves once the broker has the record,
+to its :class:`Delivered` metadata, or raises the producer's delivery error."""
+
+
+class Delivered(Protocol):
+    """Where the broker put a record (aiokafka's ``RecordMetadata``)."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+
+@dataclass
+class _Tracked:
+    """A record a checkpoint waits for, kept whole until the broker acknowledges it."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    delivery: asyncio.Future[Any] | None = None
+    """Its delivery in flight or done; None while it waits to be sent (again)."""
+
+    def failed(self) -> bool:
+        """Whether its delivery is over without an acknowledgement."""
+        delivery = self.delivery
+        return delivery is not None and delivery.done() and delivery.exception() is not None
 
 
 class Outbox:
@@ -64,6 +115,9 @@ class Outbox:
         Namespace of the artifact keys.
     store_errors
         The exceptions of ``store_artifact`` that mean "Redis is away, try again later".
+    delivery_errors
+        The exceptions of ``send`` and of its deliveries that mean "the broker did not take the
+        record after the producer's retries, send it again later".
     on_published
         Called with each record once the broker has it (the metrics count promotions there).
     """
@@ -77,6 +131,7 @@ class Outbox:
         signing_key: bytes,
         redis_prefix: str,
         store_errors: tuple[type[Exception], ...],
+        delivery_errors: tuple[type[Exception], ...],
         on_published: Callable[[ModelVersion], None] | None = None,
     ) -> None:
         self._on_published = on_published
@@ -86,7 +141,13 @@ class Outbox:
         self._key = signing_key
         self._prefix = redis_prefix
         self._store_errors = store_errors
-        self._in_flight: list[Awaitable[Any]] = []
+        self._delivery_errors = delivery_errors
+        self._tracked: collections.deque[_Tracked] = collections.deque()
+        self._holding = False
+        """A delivery failed: records are queued, not sent, until a flush sends them in order."""
+        self._outage: str | None = None
+        """The first delivery error of the current outage (logged once), None outside one."""
+        self._acknowledged: dict[tuple[str, int], int] = {}
         # Each waiting record with the artifact to store first (None for a notice).
         self._waiting: collections.deque[tuple[ModelVersion, Artifact | None]] = collections.deque()
         self._stored: set[str] = set()
@@ -94,6 +155,16 @@ class Outbox:
         """The highest version of each model known to be in the registry."""
         self.noticed: dict[str, int] = {}
         """The highest notice sequence of each model known to be in the registry."""
+
+    @property
+    def undelivered(self) -> int:
+        """Tracked records the broker has not acknowledged yet (in flight, or to send again)."""
+        return len(self._tracked)
+
+    def acknowledged_end(self, topic: str, partition: int) -> int:
+        """One past the highest offset of ``topic[partition]`` the broker acknowledged to this
+        outbox for a tracked record (0 before any): whatever it sends later lands after it."""
+        return self._acknowledged.get((topic, partition), 0)
 
     @property
     def waiting(self) -> int:
@@ -116,12 +187,57 @@ class Outbox:
                 )
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
-        """Send a record the next checkpoint must see delivered (a dead letter)."""
-        self._in_flight.append(await self._send(topic, key, value))
+        """Step 1 for a record the next checkpoint must see delivered (a dead letter)."""
+        tracked = _Tracked(topic, key, value)
+        if self._tracked and self._tracked[-1].failed():
+            self._holding = True  # reported before its done-callback ran
+        self._tracked.append(tracked)
+        if self._holding:
+            return  # behind a record to send again: the next flush sends both, in order
+        try:
+            tracked.delivery = await self._produce(tracked)
+        except self._delivery_errors as error:
+            self._failed(error)
+            return
+        tracked.delivery.add_done_callback(self._hold_if_failed)
+
+    def _hold_if_failed(self, delivery: asyncio.Future[Any]) -> None:
+        # A failed delivery holds back the records sent after it is known, so that they follow
+        # it when it is sent again, as they followed it the first time.
+        if not delivery.cancelled() and delivery.exception() is not None:
+            self._holding = True
 
     async def send_untracked(self, topic: str, key: bytes, value: bytes) -> None:
-        """Send a record no checkpoint waits for (a metrics report: a replay may repeat it)."""
-        await self._send(topic, key, value)
+        """Send a record no checkpoint waits for (a metrics report: a replay may repeat it, and
+        one the broker does not take is only logged)."""
+        try:
+            await self._send(topic, key, value)
+        except self._delivery_errors as error:
+            log.debug("a record to %s was not sent: %s", topic, error)
+
+    async def _produce(self, tracked: _Tracked) -> asyncio.Future[Any]:
+        return asyncio.ensure_future(await self._send(tracked.topic, tracked.key, tracked.value))
+
+    def _failed(self, error: Exception) -> None:
+        """A send or a delivery failed: hold new records back, and mark every delivery that
+        failed so far to be sent again."""
+        self._holding = True
+        for tracked in self._tracked:
+            if tracked.failed():
+                tracked.delivery = None
+        if self._outage is None:
+            self._outage = repr(error)
+            log.error(
+                "the broker did not take a record after the producer's retries (%s): %d record(s) "
+                "are kept and sent again, in order, before the next checkpoint",
+                error,
+                len(self._tracked),
+            )
+
+    def _recovered(self) -> None:
+        if self._outage is not None:
+            log.info("records delivered again after an outage (%s)", self._outage)
+        self._outage = None
 
     async def promote(self, promotion: Promotion) -> None:
         """Queue ``promotion`` (step 1, pack) and try to publish every waiting record."""
@@ -153,6 +269,11 @@ class Outbox:
         """Steps 2 and 3 for each waiting record, in order; False when one still waits."""
         while self._waiting:
             record, artifact = self._waiting[0]
+            if self._in_registry(record):
+                # Only a record whose delivery was reported failed can be here: the broker had it
+                # after all (the follower read it since), and I5 forbids a second copy.
+                self._waiting.popleft()
+                continue
             if artifact is not None:
                 try:
                     await self._store_artifact(artifact)
@@ -166,7 +287,11 @@ class Outbox:
                     )
                     return False
                 self._stored.add(artifact.ref.sha256)
-            await self._publish(record)
+            try:
+                await self._publish(record)
+            except self._delivery_errors as error:
+                self._failed(error)
+                return False
             self._waiting.popleft()
             notice = record.notice_sequence
             log.info(
@@ -177,6 +302,12 @@ class Outbox:
                 record.reason,
             )
         return True
+
+    def _in_registry(self, record: ModelVersion) -> bool:
+        sequence = record.notice_sequence
+        if sequence is not None:
+            return sequence <= self.noticed.get(record.model, 0)
+        return record.version <= self.published.get(record.model, 0)
 
     async def _publish(self, record: ModelVersion) -> None:
         sequence = record.notice_sequence
@@ -197,14 +328,34 @@ class Outbox:
             self._on_published(record)
 
     async def flush(self) -> bool:
-        """Wait for every record in flight, then publish the waiting promotions and notices.
+        """Deliver every tracked record (step 2 of theirs), then publish the waiting promotions
+        and notices.
 
-        True when everything is on the broker; False when a record still waits for Redis.
+        True when everything is on the broker; False when a tracked record is not (it is sent
+        again by the next flush) or a promotion or notice still waits, for Redis or the broker.
         """
-        in_flight, self._in_flight = self._in_flight, []
-        for delivery in in_flight:
-            await delivery
-        return await self.publish_waiting()
+        try:
+            for tracked in self._tracked:
+                if tracked.delivery is None or tracked.failed():
+                    tracked.delivery = await self._produce(tracked)
+                if tracked.failed():
+                    break  # failed at once: the rest waits behind it, in order
+            else:
+                self._holding = False
+            while self._tracked:
+                tracked = self._tracked[0]
+                assert tracked.delivery is not None  # sent above, or by send()
+                delivered: Delivered = await tracked.delivery
+                self._tracked.popleft()
+                where = (delivered.topic, delivered.partition)
+                self._acknowledged[where] = max(self.acknowledged_end(*where), delivered.offset + 1)
+        except self._delivery_errors as error:
+            self._failed(error)
+            return False
+        published = await self.publish_waiting()
+        if published:
+            self._recovered()
+        return published
 
     def drop(self, models: Collection[str]) -> None:
         """Forget the waiting records of ``models`` (their partition went to another worker,

@@ -43,6 +43,9 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
+import aiokafka.errors  # type: ignore[import-untyped]  # no stubs; faust's own dependency
+import faust.exceptions
+import kafka.errors
 import orjson
 import redis
 import redis.asyncio as aioredis
@@ -70,6 +73,7 @@ from streams.registry.records import (
 from streams.settings import Settings
 from streams.workers.app import WorkerApp, dead_letter_of
 from streams.workers.checkpoint import CheckpointRefused, Claim, RedisCheckpointStore
+from streams.workers.deadletters import ReadDeadLetters, Recall, read_dead_letters
 from streams.workers.ledger import ConsumerControl, PartitionLedger, PartitionState
 from streams.workers.logs import Progress
 from streams.workers.outbox import Outbox, Send
@@ -85,6 +89,12 @@ log = logging.getLogger("driftline.trainer")
 
 REGISTRY_POLL_SECONDS = 0.5
 REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, OSError)
+KAFKA_ERRORS: tuple[type[Exception], ...] = (
+    aiokafka.errors.KafkaError,  # a delivery, after the producer's retries (KafkaTimeoutError...)
+    faust.exceptions.ProducerSendError,  # faust's producer refusing a send (no metadata in time)
+    kafka.errors.KafkaError,  # the recall's read of the dead-letter topic
+)
+"""What "Kafka is away, try again later" looks like to the trainer: never a reason to crash."""
 OBEYED_KINDS = frozenset({RecordKind.MANUAL, RecordKind.ROLLOUT, RecordKind.ROLLBACK})
 """Stable records the trainer adopts: versions it did not make serve itself."""
 
@@ -104,6 +114,9 @@ class TrainingRuntime:
         Pauses and gives up partitions.
     read_registry
         Reads every signed record of the registry topic, in log order.
+    read_dead_letters
+        Reads what the dead-letter topic holds of a partition's events past a cursor (the
+        ledger's recall).
     reset_candidates
         Per model, the candidates whose changed parameters the operator accepts
         (``--reset-candidate MODEL/NAME``): they start fresh instead of stopping their partition.
@@ -122,6 +135,7 @@ class TrainingRuntime:
         outbox: Outbox,
         consumer: ConsumerControl,
         read_registry: Callable[[], Awaitable[list[ModelVersion]]],
+        read_dead_letters: ReadDeadLetters,
         reset_candidates: Mapping[str, Collection[str]] | None = None,
         load_artifact: Callable[[ModelVersion], Awaitable[Any]] | None = None,
         metrics: TrainerMetrics | None = None,
@@ -142,6 +156,9 @@ class TrainingRuntime:
             checkpoint_interval=config.worker.checkpoint_interval,
             max_unacked=config.worker.max_unacked_events,
             redis_errors=REDIS_ERRORS,
+            dead_letter_topic=config.topics.dlq,
+            read_dead_letters=read_dead_letters,
+            kafka_errors=KAFKA_ERRORS,
             on_replayed=None if metrics is None else lambda: metrics.skipped("replayed"),
             on_checkpoint=None if metrics is None else metrics.checkpointed,
         )
@@ -320,7 +337,7 @@ class TrainingRuntime:
                 message.value, max_bytes=self.config.worker.max_event_bytes
             )
         except InvalidEvent as error:
-            await self._dead_letter(message, error)
+            await self._dead_letter(state, message, error)
             return False
         self.ledger.weigh(state, len(entries))
         source = f"{message.tp.topic}[{message.tp.partition}]"
@@ -371,11 +388,11 @@ class TrainingRuntime:
                 position=position,
             )
         except InvalidEvent as error:
-            await self._dead_letter(message, error, entry)
+            await self._dead_letter(state, message, error, entry)
             return None
         except LabelError as error:
             refused = InvalidEvent(ReasonCode.LABEL_MISMATCH, str(error))
-            await self._dead_letter(message, refused, entry)
+            await self._dead_letter(state, message, refused, entry)
             return None
         state.dirty.add(event.model)
         if len(trainer.quarantined) > quarantined:
@@ -438,13 +455,16 @@ class TrainingRuntime:
                 await asyncio.sleep(self.ledger.backoff())
 
     async def _dead_letter(
-        self, message: Any, error: InvalidEvent, entry: RecordEntry | None = None
+        self,
+        state: PartitionState,
+        message: Any,
+        error: InvalidEvent,
+        entry: RecordEntry | None = None,
     ) -> None:
         self.progress.dead_letter(error.code)
         if self.metrics is not None:
             self.metrics.dead_letter(error.code)
-        key, value = dead_letter_of(message, error, entry)
-        await self.outbox.send(self.config.topics.dlq, key, value)
+        await self.ledger.dead_letter(state, *dead_letter_of(message, error, entry))
 
     async def _publish_metrics(self, trainer: ModelTrainer, offset: int) -> None:
         # For dashboards and the demo: not part of the exactly-once state, so a replay after a
@@ -534,6 +554,17 @@ def create_app(
             lambda: list(read_registry(topics.registry, kafka, key=signing_key))
         )
 
+    async def dead_letters(topic: str, partition: int, cursor: int, mark: int | None) -> Recall:
+        return await asyncio.to_thread(
+            read_dead_letters,
+            topics.dlq,
+            kafka,
+            source_topic=topic,
+            source_partition=partition,
+            after=cursor,
+            start=mark,
+        )
+
     runtime = TrainingRuntime(
         config,
         checkpoints=RedisCheckpointStore(
@@ -546,10 +577,12 @@ def create_app(
             signing_key=signing_key,
             redis_prefix=redis_prefix,
             store_errors=REDIS_ERRORS,
+            delivery_errors=KAFKA_ERRORS,
             on_published=None if metrics is None else _counting_promotions(metrics),
         ),
         consumer=worker,
         read_registry=registry_records,
+        read_dead_letters=dead_letters,
         reset_candidates=reset,
         load_artifact=load_artifact,
         metrics=metrics,

@@ -106,12 +106,8 @@ def registry_publisher(
     the cluster's security settings."""
 
     def publish(record: ModelVersion) -> None:
-        from kafka import KafkaProducer
+        from streams.registry.client import publish_record  # Kafka clients: only when publishing
 
-        producer = KafkaProducer(acks="all", **kafka_config)
-        try:
-            producer.send(topic, key=record.model.encode(), value=record.to_json()).get(timeout)
-        finally:
-            producer.close()
+        publish_record(kafka_config, topic, record, timeout=timeout)
 
     return publish

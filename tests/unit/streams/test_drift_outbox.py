@@ -50,6 +50,7 @@ def outbox(broker, artifacts) -> Outbox:
         signing_key=KEY,
         redis_prefix="test:",
         store_errors=(test_ledger.redis.RedisError,),
+        delivery_errors=test_ledger.KAFKA_ERRORS,
     )
 
 

@@ -23,8 +23,9 @@ from streams.registry.artifacts import Artifact
 from streams.registry.records import ModelVersion
 from streams.topics import Topics
 from streams.workers.checkpoint import CheckpointFenced, CheckpointRefused, Claim, snapshot_digest
+from streams.workers.deadletters import Recall, recalled
 from streams.workers.outbox import Outbox
-from streams.workers.trainer import TrainingRuntime
+from streams.workers.trainer import KAFKA_ERRORS, TrainingRuntime
 from trainers.spec import ModelSpec
 from trainers.synthetic import drift_stream
 from trainers.trainer import ModelTrainer
@@ -71,6 +72,7 @@ class MemoryCheckpoints:
         self.cursor: dict[tuple[str, int], int] = {}
         self.snapshots: dict[tuple[str, int], dict[str, bytes]] = {}
         self.sources: dict[tuple[str, int], dict[str, int]] = {}
+        self.marks: dict[tuple[str, int], int] = {}
         self.owners: dict[tuple[str, str], int] = {}
         self.saves: list[tuple[int, dict[str, bytes]]] = []
         self.down = False
@@ -91,6 +93,7 @@ class MemoryCheckpoints:
             cursor=self.cursor.get(key, -1),
             snapshots=dict(self.snapshots.get(key, {})),
             sources=dict(self.sources.get(key, {})),
+            dead_letters=self.marks.get(key),
         )
 
     async def save(
@@ -103,6 +106,7 @@ class MemoryCheckpoints:
         snapshots: dict[str, bytes],
         digests: Any = None,
         sources: Any = None,
+        dead_letters: int | None = None,
     ) -> dict[str, str]:
         self._check()
         key = (topic, partition)
@@ -110,6 +114,8 @@ class MemoryCheckpoints:
             raise CheckpointFenced(f"{topic}[{partition}] claimed by another worker")
         self.cursor[key] = cursor
         self.sources[key] = dict(sources or {})
+        if dead_letters is not None:
+            self.marks[key] = dead_letters
         self.snapshots.setdefault(key, {}).update(snapshots)
         self.saves.append((cursor, dict(snapshots)))
         return {m: snapshot_digest(b) for m, b in self.snapshots[key].items()}
@@ -119,17 +125,41 @@ class MemoryCheckpoints:
         return self.owners.setdefault((topic, model), partition)
 
 
+@dataclasses.dataclass(frozen=True)
+class Delivered:
+    """Where the broker put a record (aiokafka's RecordMetadata)."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
 class Broker:
-    """Records what was sent, per topic; each send is delivered at once."""
+    """Records what was sent, per topic (one partition each); each send is delivered at once."""
 
     def __init__(self) -> None:
         self.sent: dict[str, list[tuple[bytes, bytes]]] = {}
 
     async def send(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[Any]:
-        self.sent.setdefault(topic, []).append((key, value))
+        log = self.sent.setdefault(topic, [])
+        log.append((key, value))
         delivered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        delivered.set_result(None)
+        delivered.set_result(Delivered(topic, 0, len(log) - 1))
         return delivered
+
+    async def read_dead_letters(
+        self, topic: str, partition: int, cursor: int, mark: int | None
+    ) -> Recall:
+        """The ledger's recall, as streams.workers.deadletters.read_dead_letters reads Kafka."""
+        letters = self.sent.get(TOPICS.dlq, [])
+        start = len(letters) if mark is None else mark
+        return recalled(
+            [(key, offset) for offset, (key, _) in enumerate(letters) if offset >= start],
+            end=len(letters),
+            source_topic=topic,
+            source_partition=partition,
+            after=cursor,
+        )
 
     def records(self) -> list[ModelVersion]:
         return [ModelVersion.from_json(value) for _, value in self.sent.get(TOPICS.registry, [])]
@@ -193,9 +223,11 @@ class Worker:
                 signing_key=KEY,
                 redis_prefix="test:",
                 store_errors=(redis.RedisError,),
+                delivery_errors=KAFKA_ERRORS,
             ),
             consumer=self.consumer,
             read_registry=read_registry,
+            read_dead_letters=broker.read_dead_letters,
         )
 
     async def feed(self, events: Iterable[Event]) -> None:
@@ -241,7 +273,8 @@ def test_a_promotion_checkpoint_covers_the_event_that_caused_it() -> None:
     worker = Worker(checkpoints, broker, artifacts)
     run(worker.feed(sea_events(60)))
     promoting = broker.records()[0].lineage
-    cursor, snapshots = checkpoints.saves[0]
+    claimed, (cursor, snapshots) = checkpoints.saves[:2]
+    assert claimed == (-1, {}), "a new partition is saved with its dead-letter mark at its claim"
     assert cursor == 49
     assert ModelTrainer.restore(snapshots["sea"], worker.trainer().spec)[0].events == cursor + 1
     assert promoting["events"] == 50
@@ -290,7 +323,7 @@ def test_no_checkpoint_covers_a_promotion_that_waits_for_redis() -> None:
     run(worker.feed(events))
     assert broker.records() == []
     assert run(worker.runtime.ledger.checkpoint()) is False
-    assert checkpoints.saves == []
+    assert checkpoints.saves == [(-1, {})], "only the claim's"
     assert not any(event.acked for event in events)
     artifacts.down = False
     assert run(worker.runtime.ledger.checkpoint()) is True

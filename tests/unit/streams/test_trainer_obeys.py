@@ -28,7 +28,7 @@ from streams.config import DriftlineConfig, WorkerSettings
 from streams.registry.artifacts import Artifact
 from streams.registry.records import ModelVersion, RecordKind
 from streams.workers.outbox import Outbox
-from streams.workers.trainer import TrainingRuntime
+from streams.workers.trainer import KAFKA_ERRORS, TrainingRuntime
 from trainers.errors import ArtifactIntegrityError
 from trainers.spec import ModelSpec
 from trainers.trainer import ModelTrainer
@@ -74,9 +74,11 @@ class Deployment:
                 signing_key=KEY,
                 redis_prefix="test:",
                 store_errors=(redis.RedisError,),
+                delivery_errors=KAFKA_ERRORS,
             ),
             consumer=Consumer(),
             read_registry=read_registry,
+            read_dead_letters=self.broker.read_dead_letters,
             load_artifact=load_artifact,
         )
 
