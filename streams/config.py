@@ -1,7 +1,8 @@
 """Worker configuration: one TOML or YAML file, with overrides from the environment.
 
-A file declares its models under ``models`` (each parsed by :class:`trainers.spec.ModelSpec`) and
-the worker's own settings under ``worker``::
+A file declares its models under ``models`` (each parsed by :class:`trainers.spec.ModelSpec`),
+the worker's own settings under ``worker`` and, optionally, how driftline's topics are created
+under ``topics``::
 
     [worker]
     group = "driftline-trainer"   # Kafka consumer group, also the checkpoint namespace
@@ -16,15 +17,28 @@ the worker's own settings under ``worker``::
     metrics_interval = 5.0        # seconds between two live-metrics reports of a scorer
     event_retention = "forever"   # retention of the labeled and outcomes topics it creates
 
+    [topics.registry]             # a table per group: events, outcomes, predictions, registry,
+    replication_factor = 3        # dead_letters, metrics, internal (faust's); min(3, brokers)
+    min_insync_replicas = 2       # unless set: min(2, replication_factor)
+
+    [topics.events]               # the labeled and unlabeled events
+    partitions = 4                # events, outcomes (as many), predictions; [worker] partitions
+
     [models.sea]
     task = "classification"
     ...
 
 Any value can be overridden from the environment with ``DRIFTLINE__`` followed by its path,
-``__``-separated: ``DRIFTLINE__worker__partitions=8``, ``DRIFTLINE__models__sea__window=500``.
+``__``-separated: ``DRIFTLINE__worker__partitions=8``, ``DRIFTLINE__models__sea__window=500``,
+``DRIFTLINE__topics__registry__replication_factor=3``.
 Values are read as YAML scalars, so numbers and booleans keep their type. An override can change
 a model the file declares, not add one: a misspelt model name would otherwise become a model of
 its own and fail for a reason that hides the typo.
+
+The ``topics`` tables are :class:`streams.admin.TopicSettings`: what they leave out is resolved
+against the cluster when a worker starts (:func:`streams.admin.ensure_topics`, which also checks
+the existing topics). A ``partitions`` setting is refused for the single-partition topics
+(registry, dead letters, metrics: their readers need their order) and faust's own.
 
 Every mistake is a :class:`ConfigFileError` (or, for a model's table, a
 :class:`trainers.errors.ConfigError`) whose message is one line: it names the file or the
@@ -48,7 +62,15 @@ from typing import Any
 
 import yaml
 
-from streams.admin import FOREVER
+from streams.admin import (
+    DEFAULT_PARTITIONS,
+    FIXED_PARTITIONS,
+    FOREVER,
+    REFUSED_SETTINGS,
+    TOPIC_GROUPS,
+    TopicGroup,
+    TopicSettings,
+)
 from streams.settings import SettingsError
 from streams.topics import Topics
 from trainers.errors import ConfigError
@@ -66,7 +88,11 @@ __all__ = [
 
 ENV_OVERRIDE_PREFIX = "DRIFTLINE__"
 #: The top-level tables a configuration file may hold.
-SECTIONS = ("models", "worker")
+SECTIONS = ("models", "topics", "worker")
+#: The settings of a ``[topics.<group>]`` table, all positive integers.
+_TOPIC_SETTING_KINDS = dict.fromkeys(
+    (setting.name for setting in dataclasses.fields(TopicGroup)), "int"
+)
 
 
 class ConfigFileError(SettingsError):
@@ -82,7 +108,7 @@ class WorkerSettings:
     """
 
     group: str = "driftline-trainer"
-    partitions: int = 4
+    partitions: int = DEFAULT_PARTITIONS
     checkpoint_interval: float = 2.0
     checkpoint_every: int = 20_000
     max_event_bytes: int = 1_000_000
@@ -122,6 +148,9 @@ class DriftlineConfig:
     models: dict[str, ModelSpec]
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     topics: Topics = field(default_factory=Topics.from_env)
+    topic_settings: TopicSettings = field(default_factory=TopicSettings)
+    """The ``[topics]`` tables; :func:`streams.admin.ensure_topics` resolves what they leave to
+    the cluster, and a worker runs with the settings it resolved."""
 
 
 def did_you_mean(name: str, known: Collection[str]) -> str:
@@ -149,10 +178,15 @@ class _Source:
         With ``message``, only the overrides whose setting it names: an error in a model's table
         is not blamed on an unrelated override of the same model.
         """
+        return self.causes(prefix, message=message)
+
+    def causes(self, *prefixes: tuple[str, ...], message: str | None = None) -> str:
+        """:meth:`cause` of the overrides under any of ``prefixes``, in one parenthesis."""
         names = [
             setting
             for where, setting in self.overrides.items()
-            if where[: len(prefix)] == prefix and (message is None or where[-1] in message)
+            if any(where[: len(prefix)] == prefix for prefix in prefixes)
+            and (message is None or where[-1] in message)
         ]
         return f" (from the environment: {', '.join(names)})" if names else ""
 
@@ -184,8 +218,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> D
     """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file and apply overrides.
 
     Raises :class:`ConfigFileError` for a file that cannot be read or parsed, an unknown
-    section or ``[worker]`` setting, a bad ``[worker]`` value, or an override of a model the file
-    does not declare; :class:`trainers.errors.ConfigError` for a bad model.
+    section, ``[worker]`` or ``[topics]`` setting, a bad value of one, or an override of a model
+    the file does not declare; :class:`trainers.errors.ConfigError` for a bad model.
     """
     path = Path(path)
     try:
@@ -220,11 +254,16 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> D
             f"{path} declares no model {added[0]!r}{did_you_mean(added[0], declared_models)}; "
             f"an override cannot add one{source.cause('models', added[0])}"
         )
-    worker = _worker(raw.get("worker", {}), source)  # cheap checks first: models build estimators
+    # Cheap checks first: models build estimators.
+    worker_table = raw.get("worker", {})
+    worker = _worker(worker_table, source)
+    topic_settings = _topics(raw.get("topics", {}), source, worker, worker_table)
     return DriftlineConfig(
         models={name: _model(name, spec, source) for name, spec in models.items()},
-        worker=worker,
+        # One partition count of the events, whichever table gave it.
+        worker=dataclasses.replace(worker, partitions=topic_settings.partitions),
         topics=Topics.from_env(environ),
+        topic_settings=topic_settings,
     )
 
 
@@ -280,28 +319,96 @@ def _river_estimators() -> frozenset[str]:
 
 
 def _worker(table: Any, source: _Source) -> WorkerSettings:
+    # The annotations are strings (postponed evaluation): "str", "int" or "float".
+    kinds = {setting.name: str(setting.type) for setting in dataclasses.fields(WorkerSettings)}
+    return WorkerSettings(**_settings(table, kinds, ("worker",), source))
+
+
+def _settings(
+    table: Any, kinds: Mapping[str, str], where: tuple[str, ...], source: _Source
+) -> dict[str, Any]:
+    """The settings of the table at ``where`` (``("worker",)``, ``("topics", "registry")``),
+    each checked against its kind in ``kinds`` ("str", "int" or "float")."""
+    label = f"[{'.'.join(where)}]"
     if not isinstance(table, dict):
-        raise ConfigFileError(f"{source.path}: [worker] must be a table{source.cause('worker')}")
-    fields = {setting.name: setting for setting in dataclasses.fields(WorkerSettings)}
+        raise ConfigFileError(f"{source.path}: {label} must be a table{source.cause(*where)}")
     values: dict[str, Any] = {}
     for name, value in table.items():
-        if name not in fields:
+        if name not in kinds:
             raise ConfigFileError(
-                f"{source.path}: unknown [worker] setting {name!r}{did_you_mean(name, fields)}; "
-                f"settings: {sorted(fields)}{source.cause('worker', name)}"
+                f"{source.path}: unknown {label} setting {name!r}{did_you_mean(name, kinds)}; "
+                f"settings: {sorted(kinds)}{source.cause(*where, name)}"
             )
-        # The annotations are strings (postponed evaluation): "str", "int" or "float".
-        checked = _checked(value, str(fields[name].type))
+        checked = _checked(value, kinds[name])
         if checked is None:
             wanted = {"str": "a non-empty string", "int": "a positive integer"}.get(
-                str(fields[name].type), "a positive number"
+                kinds[name], "a positive number"
             )
             raise ConfigFileError(
-                f"{source.path}: [worker] {name} must be {wanted}, got {value!r}"
-                f"{source.cause('worker', name)}"
+                f"{source.path}: {label} {name} must be {wanted}, got {value!r}"
+                f"{source.cause(*where, name)}"
             )
         values[name] = checked
-    return WorkerSettings(**values)
+    return values
+
+
+def _topics(
+    table: Any, source: _Source, worker: WorkerSettings, worker_given: Collection[str]
+) -> TopicSettings:
+    """The ``[topics.<group>]`` tables, with the events' partition count (``[topics.events]
+    partitions``, or ``[worker] partitions``: ``worker_given`` names the settings the
+    ``[worker]`` table gives) and retention (``[worker] event_retention``)."""
+    if not isinstance(table, dict):
+        raise ConfigFileError(
+            f"{source.path}: [topics] must hold tables ([topics.registry], ...)"
+            f"{source.cause('topics')}"
+        )
+    groups: dict[str, TopicGroup] = {}
+    for group, settings in table.items():
+        if group not in TOPIC_GROUPS:
+            raise ConfigFileError(
+                f"{source.path}: unknown topic group [topics.{group}]"
+                f"{did_you_mean(group, TOPIC_GROUPS)}; groups: {list(TOPIC_GROUPS)}"
+                f"{source.cause('topics', group)}"
+            )
+        values = _settings(settings, _TOPIC_SETTING_KINDS, ("topics", group), source)
+        for name in values:
+            reason = (
+                FIXED_PARTITIONS.get(group)
+                if name == "partitions"
+                else REFUSED_SETTINGS.get((group, name))
+            )
+            if reason:
+                raise ConfigFileError(
+                    f"{source.path}: [topics.{group}] {name} cannot be set: {reason}"
+                    f"{source.cause('topics', group, name)}"
+                )
+        given = groups[group] = TopicGroup(**values)
+        if (given.min_insync_replicas or 0) > (given.replication_factor or math.inf):
+            raise ConfigFileError(
+                f"{source.path}: [topics.{group}] min_insync_replicas = "
+                f"{given.min_insync_replicas} is above its replication_factor = "
+                f"{given.replication_factor}: no write would ever be acknowledged"
+                f"{source.cause('topics', group)}"
+            )
+    partitions = groups.get("events", TopicGroup()).partitions or worker.partitions
+    if partitions != worker.partitions and "partitions" in worker_given:
+        raise ConfigFileError(
+            f"{source.path}: [topics.events] partitions = {partitions} and [worker] partitions "
+            f"= {worker.partitions} disagree: set only one (the [worker] one is its older name)"
+            f"{source.causes(('topics', 'events', 'partitions'), ('worker', 'partitions'))}"
+        )
+    outcomes = groups.get("outcomes", TopicGroup()).partitions or partitions
+    if outcomes != partitions:
+        raise ConfigFileError(
+            f"{source.path}: [topics.outcomes] partitions = {outcomes} differs from the events' "
+            f"{partitions}: the scorer joins a model's events and outcomes in the partition its "
+            "key maps to, which needs as many on both topics"
+            f"{source.cause('topics', 'outcomes', 'partitions')}"
+        )
+    return TopicSettings(
+        partitions=partitions, event_retention_ms=worker.event_retention_ms, groups=groups
+    )
 
 
 def _checked(value: Any, kind: str) -> str | int | float | None:

@@ -109,11 +109,18 @@ def _stack_node(stack: Any, args: argparse.Namespace) -> int:
 def _run_faust_worker(
     args: argparse.Namespace, create_app: Callable[..., Any], metrics: Any, **options: Any
 ) -> int:
-    """Create the topics, then run a faust app built by ``create_app`` until it is stopped.
+    """Create and check the topics, then run a faust app built by ``create_app`` until it is
+    stopped.
 
+    The topics are checked at every start (:func:`streams.admin.ensure_topics`): a topic the
+    worker must not run on refuses the start in one line, a lesser finding is logged as a
+    warning; the app is built with the topic settings resolved against the cluster.
     ``metrics`` (a :class:`streams.metrics.WorkerMetrics`, None with ``--no-metrics``) is
     served on ``--metrics-port`` and registered for Prometheus when a discovery folder is set.
     """
+    import dataclasses
+    import logging
+
     import mode.loop
 
     from streams.admin import ensure_topics
@@ -128,14 +135,18 @@ def _run_faust_worker(
         config = load_config(args.config)
         settings = Settings.from_env()
         kafka = settings.kafka
-        ensure_topics(
+        checked = ensure_topics(
             config.topics,
             kafka,
-            partitions=config.worker.partitions,
-            event_retention_ms=config.worker.event_retention_ms,
+            config.topic_settings,
+            signing_key=settings.signing_key(),
+            models=config.models,
         )
     except (SettingsError, ConfigError) as error:  # ConfigError: a bad model in the file
         return refuse(args.command, error)
+    for warning in checked.warnings:
+        logging.getLogger("driftline.worker").warning(warning)
+    config = dataclasses.replace(config, topic_settings=checked.settings)
     # faust makes an empty "<group>-data" folder in the working directory even with in-memory
     # tables: give it a temporary one instead (unless the user chose where, with APP_DATADIR).
     with tempfile.TemporaryDirectory(prefix="driftline-faust-") as datadir:

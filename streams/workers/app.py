@@ -117,6 +117,16 @@ class WorkerApp:
             producer_acks=-1,
             producer_max_request_size=DEAD_LETTER_MAX_BYTES,
             topic_partitions=config.worker.partitions,
+            # faust's own topics. Measured on a broker: a driftline worker makes faust create
+            # one, "<group>-__assignor-__leader" (1 partition), for its leader election, which
+            # only @app.timer/@app.task(on_leader=True) use; driftline uses none, so it is not
+            # created, and with it gone a worker creates no topic of faust's. The replication
+            # factor is [topics.internal]'s (resolved at start, min(3, brokers) by default;
+            # faust's default of 1 where no start check ran) for any topic faust still makes.
+            topic_disable_leader=True,
+            topic_replication_factor=(
+                config.topic_settings.group("internal").replication_factor or 1
+            ),
             stream_wait_empty=False,
             # faust's defaults fetch little per request: a no-op agent reads ~4k events/s here,
             # and ~18k/s with larger fetches (bench/pipeline_throughput.py).

@@ -51,7 +51,6 @@ import redis
 import redis.asyncio as aioredis
 from faust.types import TP, EventT
 
-from streams.admin import retention_warnings
 from streams.config import DriftlineConfig
 from streams.contract import (
     InvalidEvent,
@@ -521,14 +520,13 @@ def create_app(
     With ``metrics``, the runtime counts into them and they watch the app's consumer.
 
     Raises :class:`~trainers.errors.ConfigError` for a ``reset_candidates`` entry that names no
-    configured ``MODEL/NAME``. Logs a warning for each topic of training data whose records
-    expire (:func:`streams.admin.retention_warnings`).
+    configured ``MODEL/NAME``. The topics are checked before, by the command that starts the
+    worker (:func:`streams.admin.ensure_topics`: among others, training data whose records
+    expire).
     """
     reset = reset_targets(reset_candidates, config.models)
     topics, kafka, signing_key = config.topics, settings.kafka, settings.signing_key()
     redis_prefix = settings.redis_prefix
-    for warning in retention_warnings(topics, kafka):
-        log.warning(warning)
     worker = WorkerApp(
         config.worker.group, config, kafka, outputs=(topics.dlq, topics.registry, topics.metrics)
     )

@@ -11,7 +11,7 @@ from kafka import KafkaAdminClient, TopicPartition
 from pipeline import Deployment, encoded, sea_events, wait_for
 from registry_helpers import client_for, publish_records
 
-from streams.admin import ensure_topics, retention_warnings
+from streams.admin import ensure_topics
 from streams.contract import decode_labeled, record_coordinate
 from streams.registry.records import NEW_VERSION_KINDS, ArtifactRef, ModelVersion, RecordKind
 from streams.topics import Topics
@@ -163,8 +163,7 @@ def test_training_data_is_kept_forever_unless_configured_and_the_worker_says_so(
 ):
     kafka = {"bootstrap_servers": driftline_env["KAFKA_BOOTSTRAP_SERVERS"]}
     kept = Topics.from_prefix(unique("kept") + ".")
-    ensure_topics(kept, kafka, partitions=1)
-    assert retention_warnings(kept, kafka) == []
+    assert ensure_topics(kept, kafka, partitions=1).warnings == []
 
     env = {**driftline_env, "DRIFTLINE__worker__event_retention": "7d"}
     worker = spawn("worker", "--config", "examples/sea.toml", env=env, name="trainer")

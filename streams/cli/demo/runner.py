@@ -351,7 +351,7 @@ def run(options: DemoOptions, *, console: Console | None = None) -> int:
             console.print(note)
         settings = Settings.from_env(env)
         kafka_config = settings.kafka
-        ensure_topics(config.topics, kafka_config, partitions=config.worker.partitions)
+        ensure_topics(config.topics, kafka_config, config.topic_settings)
         console.print(f"run {run_id}: topics {run_id}.*, logs and report in {report_dir}")
 
         # The workers sign registry records with this run's key; the watcher skips any other.

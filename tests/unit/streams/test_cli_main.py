@@ -49,7 +49,8 @@ def test_a_reset_candidate_that_names_no_configured_candidate_is_refused(
 ) -> None:
     import streams.admin
 
-    monkeypatch.setattr(streams.admin, "ensure_topics", lambda *args, **kwargs: None)
+    checked = streams.admin.TopicCheck(streams.admin.TopicSettings(), warnings=[])
+    monkeypatch.setattr(streams.admin, "ensure_topics", lambda *args, **kwargs: checked)
     for name, setting in {
         "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
         "REDIS_URL": "redis://127.0.0.1:9/0",
