@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+from pipeline import wait_for
 
+from streams.stack import LocalStack
 from streams.stack.cluster import (
     active_controller,
     group_coordinator,
@@ -21,19 +22,6 @@ from streams.stack.cluster import (
     partition_leader,
 )
 from streams.stack.process import is_alive
-
-T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T | None], *, timeout: float = 40.0) -> T:
-    """``probe()`` once it returns something, polled every half second."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found is not None:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s")
 
 
 def processes_of(state_dir: Path) -> list[int]:
@@ -106,9 +94,8 @@ def test_a_three_node_cluster_keeps_accepting_writes_when_a_leader_is_killed(
             in_sync = in_sync_replicas(kafka, topic, 0)
             return now if in_sync == survivors and now in survivors else None
 
-        wait_for("a new leader from the ISR", new_leader)
-        report = json.loads(driftline("stack", "status", env=env).stdout)
-        assert not report[f"kafka-{leader}"]["alive"]
+        wait_for(new_leader, timeout=40, what="a new leader from the ISR")
+        assert not is_alive(int(nodes[f"kafka-{leader}"]["pid"]))
 
         # Two in sync of three is min.insync.replicas: a write that all of them acknowledge
         # still succeeds.
@@ -122,11 +109,11 @@ def test_a_three_node_cluster_keeps_accepting_writes_when_a_leader_is_killed(
         start = driftline("stack", "node", "start", str(leader), env=env)
         assert start.returncode == 0, start.stderr
         wait_for(
-            "the restarted node back in the ISR",
-            lambda: in_sync_replicas(kafka, topic, 0) == [1, 2, 3] or None,
+            lambda: in_sync_replicas(kafka, topic, 0) == [1, 2, 3],
+            timeout=40,
+            what="the restarted node back in the ISR",
         )
-        report = json.loads(driftline("stack", "status", env=env).stdout)
-        pids = [int(service["pid"]) for service in report.values()]
+        pids.append(LocalStack(state_dir).pid_of(f"kafka-{leader}"))
 
         # The KRaft quorum leader, stopped by its role: another voter takes over.
         controller = active_controller(kafka)
@@ -134,7 +121,9 @@ def test_a_three_node_cluster_keeps_accepting_writes_when_a_leader_is_killed(
         assert stop.returncode == 0, stop.stderr
         assert f"kafka node {controller} stopped" in stop.stderr
         wait_for(
-            "another active controller", lambda: active_controller(kafka) != controller or None
+            lambda: active_controller(kafka) != controller,
+            timeout=40,
+            what="another active controller",
         )
     finally:
         down = driftline("stack", "down", env=env)

@@ -1,4 +1,5 @@
-"""Checks of docker-compose.yml: services, images, health checks, ports, volumes, commands."""
+"""Checks of docker-compose.yml: services, images, health checks, ports, volumes, commands; and of
+docker-compose.cluster.yml, the three-node cluster, against it and the local stack's cluster."""
 
 from __future__ import annotations
 
@@ -210,3 +211,60 @@ def test_grafana_answers_on_localhost_3000_with_the_dashboard_preloaded(
     mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana["volumes"]}
     assert mounts[providers[0]["options"]["path"]] == "./deploy/grafana/dashboards"
     assert (REPO / "deploy/grafana/dashboards/driftline.json").is_file()
+
+
+# docker-compose.cluster.yml: the three-node cluster of `driftline stack up --brokers 3`.
+NODES = ["kafka-1", "kafka-2", "kafka-3"]
+
+
+@pytest.fixture(scope="module")
+def cluster_services() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "docker-compose.cluster.yml").read_text())["services"]
+
+
+def test_the_cluster_is_three_kraft_nodes_and_redis(
+    cluster_services: dict[str, Any], services: dict[str, Any]
+) -> None:
+    assert set(cluster_services) == {*NODES, "redis"}
+    for number, name in enumerate(NODES, start=1):
+        node = cluster_services[name]
+        assert node["image"] == services["kafka"]["image"]
+        assert node["healthcheck"] == services["kafka"]["healthcheck"]
+        env = env_of(node)
+        assert env["KAFKA_NODE_ID"] == str(number)
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    envs = [env_of(cluster_services[name]) for name in NODES]
+    assert len({env["CLUSTER_ID"] for env in envs}) == 1
+    assert {env["KAFKA_CONTROLLER_QUORUM_VOTERS"] for env in envs} == {
+        "1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"
+    }
+    assert cluster_services["redis"] == services["redis"]
+
+
+def test_each_node_has_its_own_host_port_and_volume(cluster_services: dict[str, Any]) -> None:
+    host_ports, volumes = [], []
+    for name in NODES:
+        node = cluster_services[name]
+        (mapping,) = node["ports"]
+        host_port, container_port = mapping.split(":")
+        assert container_port == "29092"
+        host_ports.append(host_port)
+        advertised = set(env_of(node)["KAFKA_ADVERTISED_LISTENERS"].split(","))
+        assert advertised == {f"PLAINTEXT://{name}:9092", f"EXTERNAL://localhost:{host_port}"}
+        volume, target = node["volumes"][0].split(":")
+        assert target == env_of(node)["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"
+        volumes.append(volume)
+    assert host_ports == ["29092", "29093", "29094"]
+    assert len(set(volumes)) == 3
+
+
+def test_the_cluster_has_the_local_stack_s_durable_settings(
+    cluster_services: dict[str, Any],
+) -> None:
+    from streams.stack.cluster import DURABLE_SETTINGS
+
+    for name in NODES:
+        env = env_of(cluster_services[name])
+        for key, value in DURABLE_SETTINGS.items():
+            assert env["KAFKA_" + key.upper().replace(".", "_")] == value, (name, key)
+        assert env["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"] == "0"
