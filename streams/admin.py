@@ -20,11 +20,13 @@ topics created from then on.
 :func:`ensure_topics` creates what is missing, then checks every topic (:class:`TopicCheck`):
 
 * an **error** (:class:`TopicError`, the worker does not start) where running on would lose or
-  misroute records: a topic whose ``min.insync.replicas`` is above its replication factor (every
-  ``acks=all`` write fails), unlabeled and outcomes topics with different partition counts (a
-  model's events and outcomes would meet in different scorers), and a labeled topic whose
-  partition count changed since a model's versions were learned (the model's events now go to
-  a partition where no trainer holds its state, and are dead-lettered as ``wrong_partition``);
+  misroute records: a topic whose ``min.insync.replicas`` (its own, or the broker's default it
+  inherits) is above its replication factor (every ``acks=all`` write fails), unlabeled and
+  outcomes topics with different partition counts (a model's events and outcomes would meet in
+  different scorers), and a labeled topic whose partition count changed since a model's
+  versions were learned (the model's events now go to a partition where no trainer holds its
+  state, and are dead-lettered as ``wrong_partition``; found from the lineage of the registry's
+  records: :func:`learned_partition_problems`);
 * a **warning** (logged, the worker runs on) where the topic is consistent, only less safe or
   otherwise than configured: a replication factor or min ISR below the configured one (the
   cluster grew since the topic was created; raising it is an operator's reassignment, which the
@@ -267,17 +269,18 @@ def ensure_topics(
             topic["name"]: topic["partitions"]
             for topic in admin.describe_topics([topic.name for topic in wanted])
         }
-        configs, unread_reason = _configs(admin, wanted)
+        configs, unread = _configs(admin, wanted)
     finally:
         admin.close()
-    problems, warnings = _check(wanted, described, configs, unread_reason)
+    problems, warnings = _check(wanted, described, configs)
+    warnings += unread
     problems += _join_problems(topics, described)
     if signing_key is not None:
-        moved, unread = _registry_problems(
+        moved, unchecked = _registry_problems(
             topics, kafka, signing_key, partitions=len(described[topics.labeled]), models=models
         )
         problems += moved
-        warnings += unread
+        warnings += unchecked
     if problems:
         raise TopicError(_one_line(problems))
     return TopicCheck(settings, warnings)
@@ -348,9 +351,15 @@ _CHECKED_CONFIGS = ("min.insync.replicas", "retention.ms", "unclean.leader.elect
 
 def _configs(
     admin: KafkaAdminClient, wanted: list[_Wanted]
-) -> tuple[dict[str, dict[str, Any]], str]:
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """The checked configuration of each ``wanted`` topic, with the values the topic inherits
-    from the broker; and why one missing could not be read."""
+    from the broker; a warning if none could be read.
+
+    A topic the broker refuses to describe to this worker's principal is left out, and goes
+    unchecked here, without a warning: the ACLs of a secured deployment let each worker describe
+    the configuration of the topics it reads or writes (:mod:`streams.stack.security`), so such
+    a topic is one this worker does not use, and the workers that use it check it.
+    """
     resources = [
         ConfigResource(
             ConfigResourceType.TOPIC, topic.name, configs=dict.fromkeys(_CHECKED_CONFIGS)
@@ -360,22 +369,23 @@ def _configs(
     try:
         described = admin.describe_configs(resources, config_filter="all")
     except KafkaError as error:
-        return {}, repr(error)
+        return {}, [
+            f"could not read the configuration of the topics ({error!r}): their "
+            "min.insync.replicas, retention and unclean leader election are not checked"
+        ]
     # kafka-python leaves a topic's configuration empty when the broker refused to describe it.
-    return described.get("topic", {}), "no DescribeConfigs permission on them?"
+    return described.get("topic", {}), []
 
 
 def _check(
     wanted: list[_Wanted],
     partitions: Mapping[str, list[dict[str, Any]]],
     configs: Mapping[str, Mapping[str, Any]],
-    unread_reason: str,
 ) -> tuple[list[str], list[str]]:
     """The problems and warnings of each ``wanted`` topic as the cluster describes it: its
     ``partitions`` (with their replicas) and its ``configs``."""
     problems: list[str] = []
     warnings: list[str] = []
-    unread = []
     for topic in wanted:
         found = configs.get(topic.name, {})
         if "min.insync.replicas" in found:
@@ -383,8 +393,6 @@ def _check(
             insync = found["min.insync.replicas"]
             _check_replicas(topic, replicas, insync, problems, warnings)
             warnings += _config_warnings(topic, found)
-        else:
-            unread.append(topic.name)
         count = len(partitions[topic.name])
         # The outcomes' count is checked against the unlabeled topic's (_join_problems).
         if count != topic.partitions and topic.group != "outcomes":
@@ -394,11 +402,6 @@ def _check(
                 f"operator adds partitions (kafka-topics --alter --topic {topic.name} "
                 "--partitions N)"
             )
-    if unread:
-        warnings.append(
-            f"could not read the configuration of {', '.join(unread)} ({unread_reason}): their "
-            "min.insync.replicas, retention and unclean leader election are not checked"
-        )
     return problems, warnings
 
 
