@@ -171,7 +171,7 @@ def _cluster_node(node_id: int, service: _Service) -> cluster.Node:
 
 
 class LocalStack:
-    """Starts, inspects and stops one local broker and one local redis-server.
+    """Starts, inspects and stops one local broker (or a 3-node cluster) and one redis-server.
 
     Parameters
     ----------

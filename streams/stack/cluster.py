@@ -12,7 +12,8 @@ replicas of every partition, which survive it too. A cluster is:
    unclean leader election);
 2. formatted: every node's storage under the **same** cluster id, or they refuse each other;
 3. started: all three before waiting for any, since no node answers before a quorum is elected;
-4. waited for until each node answers a metadata request on its own address.
+4. waited for until each node answers a metadata request on its own address (the first wait is
+   the longest: the others are ready, or nearly, by then).
 
 A node is then stopped (SIGTERM: a controlled shutdown that moves its leaderships away first),
 killed (SIGKILL: its leaderships move once the controller fences it) and restarted on the same
@@ -49,7 +50,6 @@ __all__ = [
     "partition_leader",
     "quorum_voters",
     "start",
-    "wait_until_ready",
 ]
 
 DURABLE_SETTINGS: Mapping[str, str] = {
@@ -92,10 +92,6 @@ class Node:
     @property
     def layout(self) -> broker.BrokerLayout:
         return broker.BrokerLayout(self.root)
-
-    def bootstrap(self, host: str) -> str:
-        """The node's own client address."""
-        return f"{host}:{self.port}"
 
 
 def new_nodes(
@@ -141,7 +137,8 @@ def node_properties(node: Node, nodes: Sequence[Node], *, host: str) -> str:
 def format_and_start(nodes: Sequence[Node], *, host: str) -> dict[int, int]:
     """Configure and format every node under one new cluster id, then start them all.
 
-    Returns each node's pid by node id (not yet ready: see :func:`wait_until_ready`).
+    Returns each node's pid by node id, not yet ready: each answers once the three have elected
+    a controller (:func:`streams.stack.broker.wait_until_ready` on its own address).
     """
     if len({node.node_id for node in nodes}) != len(nodes):
         raise StackError(f"node ids repeat: {[node.node_id for node in nodes]}")
@@ -155,21 +152,6 @@ def format_and_start(nodes: Sequence[Node], *, host: str) -> dict[int, int]:
 def start(node: Node) -> int:
     """Start one configured and formatted node (again); returns its pid (not yet ready)."""
     return broker.start(node.layout, heap=NODE_HEAP, initial_heap=NODE_INITIAL_HEAP)
-
-
-def wait_until_ready(
-    pids: Mapping[int, int], nodes: Sequence[Node], *, host: str, timeout: float = 120.0
-) -> None:
-    """Block until every node answers on its own address; raise with the log of the first
-    that dies or does not answer in time.
-
-    The nodes start together and elect a controller between them, so the wait is mostly for
-    the first; the others are then ready, or nearly.
-    """
-    for node in nodes:
-        broker.wait_until_ready(
-            pids[node.node_id], node.bootstrap(host), node.layout.log, timeout=timeout
-        )
 
 
 def _ask(
