@@ -131,6 +131,19 @@ def unlabeled_sea_events(first_id: int = 0, seed: int = 7) -> Iterator[dict[str,
         yield {**event, "event_id": f"u-{number}"}
 
 
+def kept_by_a_trainer(joined: list[dict[str, Any]]) -> list[str]:
+    """The event ids a trainer learns from the joined records, in log order: it drops a record
+    whose join number is not above the last it kept from that scorer partition."""
+    last: dict[str, int] = {}
+    kept = []
+    for record in joined:
+        source, number = record["join"]["source"], record["join"]["seq"]
+        if number > last.get(source, 0):
+            last[source] = number
+            kept.append(record["event_id"])
+    return kept
+
+
 class TopicReader:
     """Every JSON record of a topic, from its beginning, read as it arrives."""
 

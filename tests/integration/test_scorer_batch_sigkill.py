@@ -20,7 +20,7 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 from pipeline import Deployment, wait_for
-from registry_helpers import TopicReader, train_sea, unlabeled_sea_events
+from registry_helpers import TopicReader, kept_by_a_trainer, train_sea, unlabeled_sea_events
 
 from streams.admin import ensure_topics
 from streams.contract import decode_dead_letter, encode_batch, encode_outcome
@@ -81,19 +81,6 @@ def _send(deployment: Deployment, plan: Plan) -> None:
     producer.close()
 
 
-def _kept_by_a_trainer(joined: list[dict[str, Any]]) -> list[str]:
-    """The event ids a trainer learns from the joined records, in log order: it drops a record
-    whose join number is not above the last it kept from that scorer partition."""
-    last: dict[str, int] = {}
-    kept = []
-    for record in joined:
-        source, number = record["join"]["source"], record["join"]["seq"]
-        if number > last.get(source, 0):
-            last[source] = number
-            kept.append(record["event_id"])
-    return kept
-
-
 def _live_report(deployment: Deployment) -> dict[str, Any]:
     reader = TopicReader(deployment.env, deployment.topics.metrics)
     time.sleep(6)  # at least one report after the last commit
@@ -137,7 +124,7 @@ def test_batch_records_are_scored_and_joined_exactly_once_across_sigkills(driftl
         record
         for record in labeled.wait_until(
             lambda records: (
-                len(set(_kept_by_a_trainer([r for r in records if "join" in r]))) >= len(event_ids)
+                len(set(kept_by_a_trainer([r for r in records if "join" in r]))) >= len(event_ids)
             ),
             timeout=180,
             what="a join of every event",
@@ -145,7 +132,7 @@ def test_batch_records_are_scored_and_joined_exactly_once_across_sigkills(driftl
         if "join" in record
     ]
     labeled.close()
-    assert Counter(_kept_by_a_trainer(joined)) == event_ids, "each outcome joined once"
+    assert Counter(kept_by_a_trainer(joined)) == event_ids, "each outcome joined once"
 
     report = wait_for(
         lambda: (r := _live_report(deployment)).get("joined") == len(event_ids) and r,
