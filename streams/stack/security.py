@@ -376,18 +376,17 @@ class Grant:
     operation: str
     resource: str
     name: str
-    prefixed: bool = False
 
 
 def role_acls(topics: Topics, *, trainer_group: str, scorer_group: str) -> list[Grant]:
     """The ACLs of every role (see the module docstring), for ``topics`` and the workers'
     consumer groups.
 
-    faust names its own topics after the group (``<group>-__assignor-__leader``, changelogs),
-    creates them and the topics its agents read and write: each worker may create and use
-    topics under its group's name and create the topics it writes. A worker also sees (describes)
-    every driftline topic, because it creates those that are missing at start
-    (:func:`streams.admin.ensure_topics`), and a topic it cannot see looks missing.
+    A worker creates no topic of faust's own (faust's leader topic is disabled, and a worker has
+    no tables: :mod:`streams.workers.app`), so it gets no topic under its group's name; it may
+    create the topics it reads and writes. A worker also sees (describes) every driftline topic,
+    because it creates those that are missing at start (:func:`streams.admin.ensure_topics`),
+    and a topic it cannot see looks missing.
 
     >>> grants = role_acls(Topics.from_prefix(), trainer_group="t", scorer_group="s")
     >>> sorted({g.name for g in grants if g.principal == "User:producer"})
@@ -407,10 +406,6 @@ def role_acls(topics: Topics, *, trainer_group: str, scorer_group: str) -> list[
         allow(role, ("READ", "DESCRIBE", "DESCRIBE_CONFIGS", "CREATE"), "TOPIC", *reads)
         allow(role, ("WRITE", "DESCRIBE", "DESCRIBE_CONFIGS", "CREATE"), "TOPIC", *writes)
         allow(role, ("READ", "DESCRIBE"), "GROUP", group)
-        grants.extend(
-            Grant(f"User:{role}", op, "TOPIC", f"{group}-", prefixed=True)
-            for op in ("READ", "WRITE", "DESCRIBE", "DESCRIBE_CONFIGS", "CREATE")
-        )
 
     allow("producer", ("WRITE", "DESCRIBE"), "TOPIC", *events)
     worker(
@@ -456,11 +451,7 @@ def create_acls(bootstrap: str, stack_secrets: StackSecrets, grants: list[Grant]
                 operation=ACLOperation[grant.operation],
                 permission_type=ACLPermissionType.ALLOW,
                 resource_pattern=ResourcePattern(
-                    ResourceType[grant.resource],
-                    grant.name,
-                    ACLResourcePatternType.PREFIXED
-                    if grant.prefixed
-                    else ACLResourcePatternType.LITERAL,
+                    ResourceType[grant.resource], grant.name, ACLResourcePatternType.LITERAL
                 ),
             )
             for grant in grants

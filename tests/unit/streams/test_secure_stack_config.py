@@ -49,7 +49,6 @@ def allowed(principal: str, operation: str) -> set[str]:
         if grant.principal == f"User:{principal}"
         and grant.operation == operation
         and grant.resource == "TOPIC"
-        and not grant.prefixed
     }
 
 
