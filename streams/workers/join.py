@@ -37,7 +37,8 @@ steps:
    then **acknowledge** the message to faust, which commits its offset later;
 5. **checkpoint** (every ``checkpoint_interval``): save the boards' snapshot covering every
    ``seq`` so far, then trim the outbox entries both published (every record acknowledged by the
-   broker) and covered.
+   broker) and covered. A record whose delivery failed after the producer's retries is sent
+   again, and its entry (with every later one) stays in the outbox until it is acknowledged.
 
 After a crash, messages after the cursors are handled again, and entries left in the outbox are
 published again. So every pair is joined exactly once in Redis and in the live metrics; the
@@ -146,6 +147,23 @@ class Served:
 
 
 @dataclass
+class _InFlight:
+    """An outbox entry handed to the producer: its ``seq``, its records, their deliveries."""
+
+    seq: int
+    records: list[tuple[str, bytes, bytes]]
+    deliveries: list[asyncio.Future[Any]]
+
+    def failed(self) -> list[int]:
+        """The indexes of its records whose delivery failed (after the producer's retries)."""
+        return [
+            index
+            for index, delivery in enumerate(self.deliveries)
+            if delivery.cancelled() or delivery.exception() is not None
+        ]
+
+
+@dataclass
 class _Partition:
     epoch: int
     cursors: dict[str, int]
@@ -156,10 +174,8 @@ class _Partition:
     counts: collections.Counter[str]
     outbox_first: int
     """The ``seq`` of the oldest entry still in the Redis outbox (``seq + 1`` when empty)."""
-    in_flight: collections.deque[tuple[int, list[asyncio.Future[Any]]]] = field(
-        default_factory=collections.deque
-    )
-    """Per outbox entry handed to the producer, its ``seq`` and its records' deliveries."""
+    in_flight: collections.deque[_InFlight] = field(default_factory=collections.deque)
+    """The outbox entries handed to the producer, in ``seq`` order."""
     published: int = 0
     pending: collections.OrderedDict[tuple[str, str], bytes] = field(
         default_factory=collections.OrderedDict
@@ -663,28 +679,42 @@ class Joiner:
     async def _publish(self, state: _Partition, entry: dict[str, Any]) -> None:
         """Hand an outbox entry's records to the producer, in order (so that the labeled records
         of joins reach the trainer in ``seq`` order); their deliveries are read at step 5."""
-        deliveries: list[asyncio.Future[Any]] = []
-        for topic, key, value in entry["publish"]:
-            try:
-                delivery = await self.send(topic, key.encode(), base64.b64decode(value))
-            except Exception as error:  # refused by the producer: left in the outbox, not lost
-                delivery = asyncio.get_running_loop().create_future()
-                delivery.set_exception(error)
-            deliveries.append(delivery)
-        state.in_flight.append((int(entry["seq"]), deliveries))
+        records = [
+            (topic, key.encode(), base64.b64decode(value)) for topic, key, value in entry["publish"]
+        ]
+        deliveries = [await self._hand_over(record) for record in records]
+        state.in_flight.append(_InFlight(int(entry["seq"]), records, deliveries))
+
+    async def _hand_over(self, record: tuple[str, bytes, bytes]) -> asyncio.Future[Any]:
+        try:
+            return await self.send(*record)
+        except Exception as error:  # refused by the producer: a failed delivery, sent again
+            failed = asyncio.get_running_loop().create_future()
+            failed.set_exception(error)
+            return failed
 
     async def checkpoint(self) -> None:
         """Step 5 for every owned partition: snapshot the boards, trim the outbox."""
         for partition, state in list(self.partitions.items()):
             published = state.published
-            while state.in_flight and all(d.done() for d in state.in_flight[0][1]):
-                seq, deliveries = state.in_flight[0]
-                if any(d.cancelled() or d.exception() is not None for d in deliveries):
-                    # Left in the outbox: the next owner (or this worker's restart) sends it again.
-                    log.error("an outbox entry of partition %d was not delivered", partition)
+            while state.in_flight and all(d.done() for d in state.in_flight[0].deliveries):
+                entry = state.in_flight[0]
+                failed = entry.failed()
+                if failed:
+                    # Still in the Redis outbox, so never lost; sent again now rather than at the
+                    # next claim, so that the outbox is trimmed past it while this worker runs.
+                    log.error(
+                        "%d record(s) of outbox entry %d of partition %d were not delivered: "
+                        "sent again",
+                        len(failed),
+                        entry.seq,
+                        partition,
+                    )
+                    for index in failed:
+                        entry.deliveries[index] = await self._hand_over(entry.records[index])
                     break
                 state.in_flight.popleft()
-                published = seq
+                published = entry.seq
             state.published = max(published, state.published)
             try:
                 await self.checkpoints.save(

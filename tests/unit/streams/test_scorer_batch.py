@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiokafka.errors
 import orjson
 import pytest
 from faust.types import TP
@@ -332,6 +333,33 @@ def test_records_are_published_in_order_without_waiting_and_trimmed_once_acknowl
         producer.deliveries[2].set_exception(RuntimeError("broker gone"))
         await join.checkpoint()
         assert [entry["seq"] for entry in redis.outbox()] == [3], "the undelivered one stays"
+
+    asyncio.run(scenario())
+
+
+def test_an_undelivered_record_is_sent_again_by_the_next_checkpoint_then_trimmed(config):
+    """Not only at the next claim: while it waits, the Redis outbox cannot be trimmed past it."""
+    redis, producer = FakeRedis(), Producer()
+    join = joiner(config, redis, producer)
+
+    async def scenario() -> None:
+        state = await join.owned(0)
+        assert await join.served(state, 0, 0, served("e-0"), [(b"dlq-key", b"dead letter")])
+        assert await join.served(state, 0, 1, served("e-1"), [])
+        producer.acknowledge(1)  # the dead letter; its prediction's delivery fails
+        producer.deliveries[1].set_exception(aiokafka.errors.KafkaTimeoutError())
+        producer.acknowledge(3)
+        await join.checkpoint()
+        assert [entry["seq"] for entry in redis.outbox()] == [1, 2], "kept, and sent again"
+        assert [topic for topic, _, _ in producer.sent] == [
+            TOPICS.dlq,
+            TOPICS.predictions,
+            TOPICS.predictions,
+            TOPICS.predictions,
+        ], "only the record that failed"
+        producer.acknowledge(4)
+        await join.checkpoint()
+        assert redis.outbox() == []
 
     asyncio.run(scenario())
 
