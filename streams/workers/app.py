@@ -23,6 +23,7 @@ from streams.admin import DEAD_LETTER_MAX_BYTES
 from streams.config import DriftlineConfig
 from streams.contract import InvalidEvent, RecordEntry, dead_letter_record
 from streams.settings import PRODUCER_DURABILITY, faust_broker_options
+from streams.workers.acknowledgements import AcknowledgementWatch
 from streams.workers.logs import quiet_kafka_clients
 
 __all__ = ["WorkerApp", "dead_letter_of"]
@@ -145,6 +146,13 @@ class WorkerApp:
         self._outputs = frozenset(outputs)
         self._input = ""
         self._ready = False
+        self.acknowledgements = AcknowledgementWatch()
+        """Says once when the cluster stops acknowledging this worker's records, and when it
+        acknowledges them again."""
+        self.every(1.0, self._watch_acknowledgements)
+
+    def _watch_acknowledgements(self) -> None:
+        self.acknowledgements.check()
 
     def every(self, seconds: float, tick: Callable[[], Awaitable[None] | None]) -> None:
         """Call ``tick`` every ``seconds`` while the worker runs (awaited if a coroutine)."""
@@ -179,7 +187,9 @@ class WorkerApp:
             topic, key, value, partition=None, timestamp=None, headers=None
         )
         # aiokafka's delivery is an asyncio.Future, though faust types it as an Awaitable.
-        return cast("asyncio.Future[Any]", delivery)
+        future = cast("asyncio.Future[Any]", delivery)
+        self.acknowledgements.sent(future)
+        return future
 
     def consume(self, topic: str, handle: Callable[[EventT], Awaitable[None]]) -> None:
         """Hand every record of ``topic``, in order, to ``handle``, which acknowledges it."""

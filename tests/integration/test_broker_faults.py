@@ -39,6 +39,8 @@ from streams.stack.cluster import active_controller, group_coordinator, partitio
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
+STALLED = "Kafka has acknowledged none of this worker's"
+RESUMED = "Kafka acknowledges this worker's records again"
 TARGETS = ("labeled-leader", "registry-leader", "trainers-coordinator", "active-controller")
 
 
@@ -155,4 +157,13 @@ def test_two_nodes_down_stop_progress_and_it_resumes_when_one_returns(cluster, t
         cluster.stack.start_node(first)
         run.finish(sender)
         disturbed = registry_summary(run.deployment)
+    said = {
+        name: Path(process.log_path).read_text(errors="replace")
+        for name, process in (("trainer", run.trainer), ("scorer", run.scorer))
+    }
+    stalls = {name: log.count(STALLED) for name, log in said.items()}
+    resumes = {name: log.count(RESUMED) for name, log in said.items()}
+    print(f"outage lines: {stalls}, resumed lines: {resumes}")
+    assert stalls["trainer"] == 1, "the trainer, whose records wait, says so once"
+    assert max(stalls.values()) == 1 and resumes == stalls, "once each, and once it resumed"
     assert disturbed == run.undisturbed_registry()
