@@ -16,15 +16,27 @@ one producer's records are in the order it sent them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import TopicAuthorizationFailedError
 
 from streams.contract import dead_letter_source
 
-__all__ = ["DEAD_LETTER_PARTITION", "ReadDeadLetters", "Recall", "read_dead_letters", "recalled"]
+__all__ = [
+    "DEAD_LETTER_PARTITION",
+    "ReadDeadLetters",
+    "ReadSince",
+    "Recall",
+    "Tail",
+    "TailRecord",
+    "read_dead_letters",
+    "read_since",
+    "recalled",
+]
 
 log = logging.getLogger("driftline.trainer")
 
@@ -87,6 +99,68 @@ def read_dead_letters(
     its single one (made by hand) is not read: the replay may then repeat dead letters, as it did
     before there was a mark, but never loses one.
     """
+    where = (topic, DEAD_LETTER_PARTITION)
+    tail = read_since(kafka, [topic], {} if start is None else {where: start})
+    end = tail.ends.get(where, 0)
+    if {partition for _, partition in tail.ends} - {DEAD_LETTER_PARTITION}:
+        log.warning(
+            "%s has %d partitions, not one: dead letters of a replay are not looked up",
+            topic,
+            len(tail.ends),
+        )
+        return Recall(end=end)
+    return recalled(
+        ((record.key, record.offset) for record in tail.records),
+        end=end,
+        source_topic=source_topic,
+        source_partition=source_partition,
+        after=after,
+    )
+
+
+@dataclass(frozen=True)
+class TailRecord:
+    """A record a :func:`read_since` found."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class Tail:
+    """What some topics held past given offsets, when they were read."""
+
+    ends: dict[tuple[str, int], int]
+    """The end offset of every partition of the topics read: whatever is sent later comes after."""
+    records: list[TailRecord] = field(default_factory=list)
+    """The records from each start offset asked for to its partition's end, in each partition's
+    order."""
+
+
+ReadSince = Callable[[Mapping[tuple[str, int], int]], Awaitable[Tail]]
+"""``starts``: the :class:`Tail` of a worker's topics, each ``(topic, partition)`` of ``starts``
+read from its offset to its end (a reader bound to its topics and cluster; see
+:func:`read_since`)."""
+
+
+def read_since(
+    kafka: Mapping[str, Any],
+    topics: Collection[str],
+    starts: Mapping[tuple[str, int], int],
+) -> Tail:
+    """The end offsets of every partition of ``topics``, and the records of each ``(topic,
+    partition)`` of ``starts`` from its offset (or the partition's first one kept, if later) to
+    that end.
+
+    Blocking (kafka-python): workers run it in a thread. Raises ``kafka.errors.KafkaError`` or
+    ``TimeoutError`` when the broker cannot be read (the caller retries: what it would do without
+    knowing may publish twice). A topic that does not exist yet has no partitions. A topic the
+    worker's principal may not read (no READ grant) gives no records, with a warning: the caller
+    then publishes again what it cannot check, twice rather than never.
+    """
     consumer = KafkaConsumer(
         enable_auto_commit=False,
         allow_auto_create_topics=False,
@@ -94,42 +168,55 @@ def read_dead_letters(
         **kafka,
     )
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in topics
+            for partition in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
         if not partitions:
-            return Recall(end=0)
-        tp = TopicPartition(topic, DEAD_LETTER_PARTITION)
-        end = consumer.end_offsets([tp])[tp]
-        if partitions != {DEAD_LETTER_PARTITION}:
-            log.warning(
-                "%s has %d partitions, not one: dead letters of a replay are not looked up",
-                topic,
-                len(partitions),
-            )
-            return Recall(end=end)
-        # Dead letters are kept forever; a deletion would only make this read shorter.
-        first = max(end if start is None else start, consumer.beginning_offsets([tp])[tp])
-        if first >= end:
-            return Recall(end=end)
-        consumer.assign([tp])
-        consumer.seek(tp, first)
-        keys = [(message.key, message.offset) for message in _until(consumer, end)]
-        if not keys or keys[-1][1] + 1 < end:
-            raise TimeoutError(f"{topic} was not read from offset {first} to its end {end}")
-        return recalled(
-            keys,
-            end=end,
-            source_topic=source_topic,
-            source_partition=source_partition,
-            after=after,
-        )
+            return Tail(ends={})
+        ends = consumer.end_offsets(partitions)
+        beginnings = consumer.beginning_offsets(partitions)
+        firsts = {
+            tp: max(starts[where], beginnings[tp])
+            for tp in partitions
+            if (where := (tp.topic, tp.partition)) in starts
+        }
+        todo = {tp: first for tp, first in firsts.items() if first < ends[tp]}
+        tail = Tail(ends={(tp.topic, tp.partition): end for tp, end in ends.items()})
+        try:
+            tail.records.extend(_read(consumer, todo, ends))
+        except TopicAuthorizationFailedError as error:
+            log.warning("%s cannot be read (%s): what it holds is not looked up", topics, error)
+        return tail
     finally:
         consumer.close()
 
 
-def _until(consumer: KafkaConsumer, end: int) -> Iterator[Any]:
-    """The consumer's messages up to offset ``end`` (excluded); fewer if it times out first."""
-    for message in consumer:
-        if message.offset < end:
-            yield message
-        if message.offset + 1 >= end:
-            return
+def _read(
+    consumer: KafkaConsumer, firsts: dict[TopicPartition, int], ends: Mapping[TopicPartition, int]
+) -> Iterator[TailRecord]:
+    """The records of each partition from its first offset to its end (excluded)."""
+    if not firsts:
+        return
+    consumer.assign(list(firsts))
+    for tp, first in firsts.items():
+        consumer.seek(tp, first)
+    waiting = set(firsts)
+    idle_since = time.monotonic()
+    while waiting:
+        fetched = consumer.poll(timeout_ms=1_000)
+        for tp, messages in fetched.items():
+            for message in messages:
+                if message.offset < ends[tp]:
+                    yield TailRecord(
+                        tp.topic, tp.partition, message.offset, message.key, message.value
+                    )
+        done = {tp for tp in waiting if consumer.position(tp) >= ends[tp]}
+        if done:
+            consumer.pause(*done)
+            waiting -= done
+        if fetched:
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since > _FETCH_TIMEOUT_MS / 1000:
+            raise TimeoutError(f"{sorted(waiting)} not read up to their ends")

@@ -74,6 +74,8 @@ from streams.contract import (
     event_position,
 )
 from streams.workers.checkpoint import CheckpointFenced, RedisCheckpointStore, checkpoint_keys
+from streams.workers.deadletters import ReadSince, Tail
+from streams.workers.retry import until_done
 from trainers.guardrail import GuardDecision
 from trainers.live import LiveBoard
 from trainers.spec import ModelSpec
@@ -146,21 +148,55 @@ class Served:
     (``stable``, ``trial``, ``trial_arm``, ``reference``), for the live boards."""
 
 
+TopicPartition = tuple[str, int]
+
+
+def _failed(delivery: asyncio.Future[Any]) -> bool:
+    return delivery.done() and (delivery.cancelled() or delivery.exception() is not None)
+
+
+def _landed(delivery: asyncio.Future[Any] | None) -> tuple[TopicPartition, int] | None:
+    """Where an acknowledged record landed, ``((topic, partition), offset)``; None while it is
+    not acknowledged, or when the producer did not say (a duplicate's acknowledgement)."""
+    if delivery is None or not delivery.done() or _failed(delivery):
+        return None
+    landed = delivery.result()
+    offset = getattr(landed, "offset", None)
+    if not isinstance(offset, int) or offset < 0:
+        return None
+    return (landed.topic, landed.partition), offset
+
+
+@dataclass(frozen=True)
+class _Recalled:
+    """A record of a replayed outbox entry that the topic already holds: delivered, not sent."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
 @dataclass
 class _InFlight:
-    """An outbox entry handed to the producer: its ``seq``, its records, their deliveries."""
+    """An outbox entry handed to the producer: its ``seq``, its records, their deliveries
+    (None: held back, not handed over yet)."""
 
     seq: int
     records: list[tuple[str, bytes, bytes]]
-    deliveries: list[asyncio.Future[Any]]
+    deliveries: list[asyncio.Future[Any] | None]
 
-    def failed(self) -> list[int]:
-        """The indexes of its records whose delivery failed (after the producer's retries)."""
+    def unsent(self) -> list[int]:
+        """The indexes of its records to hand over (again): held back, or whose delivery failed
+        (after the producer's retries)."""
         return [
             index
             for index, delivery in enumerate(self.deliveries)
-            if delivery.cancelled() or delivery.exception() is not None
+            if delivery is None or _failed(delivery)
         ]
+
+    def delivered(self) -> bool:
+        """Whether the broker acknowledged every one of its records."""
+        return all(d is not None and d.done() and not _failed(d) for d in self.deliveries)
 
 
 @dataclass
@@ -176,6 +212,14 @@ class _Partition:
     """The ``seq`` of the oldest entry still in the Redis outbox (``seq + 1`` when empty)."""
     in_flight: collections.deque[_InFlight] = field(default_factory=collections.deque)
     """The outbox entries handed to the producer, in ``seq`` order."""
+    holding: bool = False
+    """A record's delivery failed: the records after it are held back (step 4) until the next
+    checkpoint sends it again (step 5a), so that they follow it as they did (see I9)."""
+    claim_ends: dict[TopicPartition, int] = field(default_factory=dict)
+    """The end offsets of the recalled topics' partitions at the claim: whatever this owner
+    publishes lands after them."""
+    mark: dict[TopicPartition, int] | None = None
+    """The mark in Redis (step 5c)."""
     published: int = 0
     pending: collections.OrderedDict[tuple[str, str], bytes] = field(
         default_factory=collections.OrderedDict
@@ -229,6 +273,9 @@ class Joiner:
         Namespace of the Redis keys: driftline's prefix and the scorer's consumer group.
     on_decision
         Told of each rollout, rollback or alert the live boards decide.
+    recall
+        Reads the recalled topics (``dlq`` and ``predictions``) past a mark, for the claim's
+        recall (step 1); None recalls nothing (every replayed record is published again).
     backlog
         Whether a partition's input topics hold messages not handled yet: nothing expires while
         they do, so that a scorer catching up after an outage joins what its backlog still
@@ -248,8 +295,10 @@ class Joiner:
         prefix: str,
         group: str,
         on_decision: Callable[[str, GuardDecision], Awaitable[None]],
+        recall: ReadSince | None,
         backlog: Callable[[int, dict[str, int]], bool] = lambda partition, cursors: False,
         clock: Callable[[], float] = time.time,
+        retry_first: float = 0.5,
     ) -> None:
         self.client = client
         self.checkpoints = checkpoints
@@ -259,9 +308,16 @@ class Joiner:
         self.prefix = f"{prefix}join:{group}"
         self.group = group
         self.on_decision = on_decision
+        self.recall = recall
+        self.recalled = frozenset({topics.dlq, topics.predictions})
+        """The topics whose records a replay does not publish again when they hold them."""
         self.backlog = backlog
         self.clock = clock
+        self.retry_first = retry_first
         self.partitions: dict[int, _Partition] = {}
+        self._acknowledged: dict[TopicPartition, int] = {}
+        """Per partition of a recalled topic, one past the highest offset the broker acknowledged
+        to this worker: whatever it hands over later lands after it."""
         self.lost: set[int] = set()
         self._commit = client.register_script(_COMMIT)
         self._epoch_namespace = f"{prefix}checkpoint:{group}"
@@ -280,7 +336,7 @@ class Joiner:
 
     # -- claim --------------------------------------------------------------------------------
 
-    async def _claim(self, partition: int) -> _Partition:
+    async def _claim(self, partition: int) -> _Partition | None:
         claim = await self.checkpoints.claim(self.topics.unlabeled, partition)
         pipe = self.client.pipeline(transaction=False)
         for topic in (self.topics.unlabeled, self.topics.outcomes):
@@ -289,7 +345,8 @@ class Joiner:
         pipe.lrange(self._key(partition, "outbox"), 0, -1)
         pipe.hgetall(self._key(partition, "served"))
         pipe.hgetall(self._key(partition, "counts"))
-        cursor_u, cursor_o, seq, outbox, served, counts = await pipe.execute()
+        pipe.get(self._key(partition, "mark"))
+        cursor_u, cursor_o, seq, outbox, served, counts, mark = await pipe.execute()
         blob = claim.snapshots.get(BOARDS)
         boards: dict[str, LiveBoard] = pickle.loads(blob) if blob else {}
         entries = [orjson.loads(raw) for raw in outbox]
@@ -305,19 +362,49 @@ class Joiner:
             served=collections.Counter({k.decode(): int(v) for k, v in served.items()}),
             counts=collections.Counter({k.decode(): int(v) for k, v in counts.items()}),
             outbox_first=entries[0]["seq"] if entries else int(seq or 0) + 1,
+            mark=_parse_mark(mark),
         )
+        tail = await self._recall(partition, state)
+        if tail is None:
+            return None
         self.partitions[partition] = state
+        held = _held(tail, self.recalled)
+        recalled = sum(len(offsets) for offsets in held.values())
         for entry in entries:
             if entry["seq"] > state.covered:
                 await self._apply_joins(state, entry, decide=True)
-            await self._publish(state, entry)
+            await self._publish(state, entry, held)
         log.info(
-            "claimed joins of partition %d (epoch %d): %d outbox entries replayed",
+            "claimed joins of partition %d (epoch %d): %d outbox entries replayed, %d of their "
+            "records not sent again (the topics hold them)",
             partition,
             claim.epoch,
             len(entries),
+            recalled - sum(len(offsets) for offsets in held.values()),
         )
         return state
+
+    async def _recall(self, partition: int, state: _Partition) -> Tail | None:
+        """Step 1's recall: what the recalled topics hold past the mark (retried until Kafka
+        answers). Without a mark, nothing is read and the claim saves one at once (None when
+        fenced meanwhile)."""
+        if self.recall is None:
+            return Tail(ends={})
+        read = self.recall
+        starts = state.mark or {}
+        tail = await until_done(
+            lambda: read(starts),
+            what=f"reading the outputs of partition {partition} past its mark",
+            log=log,
+            first=self.retry_first,
+        )
+        state.claim_ends = {where: end for where, end in tail.ends.items()}
+        # Without a mark (an outbox written before marks existed, or none yet), its records may
+        # be anywhere in the topics: they are all published again, this once, and land after
+        # the topics' ends now, so a mark there bounds every later recall.
+        if state.mark is None and not await self._save_mark(partition, state, state.claim_ends):
+            return None
+        return tail
 
     async def owned(self, partition: int) -> _Partition | None:
         if partition in self.lost:
@@ -676,45 +763,86 @@ class Joiner:
                 for decision in decisions:
                     await self.on_decision(model, decision)
 
-    async def _publish(self, state: _Partition, entry: dict[str, Any]) -> None:
+    async def _publish(
+        self,
+        state: _Partition,
+        entry: dict[str, Any],
+        held: dict[tuple[str, bytes, bytes], collections.deque[_Recalled]] | None = None,
+    ) -> None:
         """Hand an outbox entry's records to the producer, in order (so that the labeled records
-        of joins reach the trainer in ``seq`` order); their deliveries are read at step 5."""
+        of joins reach the trainer in ``seq`` order); their deliveries are read at step 5.
+
+        A record the claim's recall found in its topic (``held``, consumed) is not sent: it is
+        delivered at the offset found (I8). Behind a failed delivery, records are held back
+        (I9)."""
         records = [
             (topic, key.encode(), base64.b64decode(value)) for topic, key, value in entry["publish"]
         ]
-        deliveries = [await self._hand_over(record) for record in records]
+        deliveries: list[asyncio.Future[Any] | None] = []
+        for record in records:
+            found = held.get(_identity(record)) if held else None
+            if found:
+                delivery = asyncio.get_running_loop().create_future()
+                delivery.set_result(found.popleft())
+            elif state.holding:
+                delivery = None
+            else:
+                delivery = await self._hand_over(state, record)
+            deliveries.append(delivery)
         state.in_flight.append(_InFlight(int(entry["seq"]), records, deliveries))
 
-    async def _hand_over(self, record: tuple[str, bytes, bytes]) -> asyncio.Future[Any]:
+    async def _hand_over(
+        self, state: _Partition, record: tuple[str, bytes, bytes]
+    ) -> asyncio.Future[Any]:
         try:
-            return await self.send(*record)
+            delivery = await self.send(*record)
         except Exception as error:  # refused by the producer: a failed delivery, sent again
+            state.holding = True  # I9: nothing passes it
             failed = asyncio.get_running_loop().create_future()
             failed.set_exception(error)
             return failed
 
+        def hold_if_failed(delivery: asyncio.Future[Any]) -> None:
+            if _failed(delivery):
+                state.holding = True
+
+        delivery.add_done_callback(hold_if_failed)
+        return delivery
+
+    async def _send_again(self, partition: int, state: _Partition) -> None:
+        """Step 5a: hand over again, in order, every record held back or whose delivery failed,
+        until the producer refuses one (the rest stays held, I9)."""
+        unsent = [(entry, entry.unsent()) for entry in state.in_flight]
+        unsent = [(entry, indexes) for entry, indexes in unsent if indexes]
+        if not unsent:
+            state.holding = False
+            return
+        log.error(
+            "%d record(s) of partition %d were not delivered, from outbox entry %d on: sent again",
+            sum(len(indexes) for _, indexes in unsent),
+            partition,
+            unsent[0][0].seq,
+        )
+        state.holding = False
+        for entry, indexes in unsent:
+            for index in indexes:
+                entry.deliveries[index] = await self._hand_over(state, entry.records[index])
+                if state.holding:
+                    return
+
     async def checkpoint(self) -> None:
-        """Step 5 for every owned partition: snapshot the boards, trim the outbox."""
+        """Step 5 for every owned partition: send again what failed, snapshot the boards, trim
+        the outbox and save the mark."""
+        for state in self.partitions.values():
+            for entry in state.in_flight:
+                for delivery in entry.deliveries:
+                    self._acknowledge(delivery)
         for partition, state in list(self.partitions.items()):
+            if state.holding or any(entry.unsent() for entry in state.in_flight):
+                await self._send_again(partition, state)
             published = state.published
-            while state.in_flight and all(d.done() for d in state.in_flight[0].deliveries):
-                entry = state.in_flight[0]
-                failed = entry.failed()
-                if failed:
-                    # Still in the Redis outbox, so never lost; sent again now rather than at the
-                    # next claim, so that the outbox is trimmed past it while this worker runs.
-                    log.error(
-                        "%d record(s) of outbox entry %d of partition %d were not delivered: "
-                        "sent again",
-                        len(failed),
-                        entry.seq,
-                        partition,
-                    )
-                    for index in failed:
-                        entry.deliveries[index] = await self._hand_over(entry.records[index])
-                    break
-                state.in_flight.popleft()
-                published = entry.seq
+            while state.in_flight and state.in_flight[0].delivered():
+                published = state.in_flight.popleft().seq
             state.published = max(published, state.published)
             try:
                 await self.checkpoints.save(
@@ -731,11 +859,70 @@ class Joiner:
                 continue
             state.covered = state.seq
             trim_to = min(state.published, state.covered)
+            trim = None
             if trim_to >= state.outbox_first:
-                await self.client.ltrim(
-                    self._key(partition, "outbox"), trim_to - state.outbox_first + 1, -1
-                )
+                trim = trim_to - state.outbox_first + 1
+            mark = self._mark(state)
+            if trim is None and mark == state.mark:
+                continue
+            if await self._save_mark(partition, state, mark, trim=trim) and trim is not None:
                 state.outbox_first = trim_to + 1
+
+    def _acknowledge(self, delivery: asyncio.Future[Any] | None) -> None:
+        landed = _landed(delivery)
+        if landed is not None and landed[0][0] in self.recalled:
+            where, offset = landed
+            self._acknowledged[where] = max(self._acknowledged.get(where, 0), offset + 1)
+
+    def _mark(self, state: _Partition) -> dict[TopicPartition, int]:
+        """Step 5c's mark: per partition of a recalled topic, an offset at or before every
+        record of the outbox entries left (I8), as high as that allows: the lowest offset where
+        one of them landed, or else one past the last record acknowledged to this worker (at
+        least the end at the claim): the records it hands over from now on land after it."""
+        mark = {
+            where: max(end, self._acknowledged.get(where, 0))
+            for where, end in state.claim_ends.items()
+        }
+        for where, end in self._acknowledged.items():
+            mark[where] = max(mark.get(where, 0), end)
+        for entry in state.in_flight:
+            for delivery in entry.deliveries:
+                landed = _landed(delivery)
+                if landed is not None and landed[0] in mark:
+                    where, offset = landed
+                    mark[where] = min(mark[where], offset)
+        return mark
+
+    async def _save_mark(
+        self,
+        partition: int,
+        state: _Partition,
+        mark: dict[TopicPartition, int],
+        *,
+        trim: int | None = None,
+    ) -> bool:
+        """Write ``mark`` and trim the first ``trim`` entries of the outbox in one fenced script
+        (the mark is only right for the outbox it was computed with). False when fenced."""
+        commands = [
+            [
+                "SET",
+                self._key(partition, "mark"),
+                orjson.dumps(
+                    [[topic, number, offset] for (topic, number), offset in mark.items()]
+                ).decode(),
+            ]
+        ]
+        if trim is not None:
+            commands.append(["LTRIM", self._key(partition, "outbox"), str(trim), "-1"])
+        status = await self._commit(
+            keys=[self._epoch_key(partition)],
+            args=[state.epoch, orjson.dumps(commands).decode(), "[]", "[]"],
+        )
+        if status != _WRITTEN:
+            self._lose(partition)
+            return False
+        state.mark = mark
+        return True
 
     def _lose(self, partition: int) -> None:
         log.warning(
@@ -854,3 +1041,32 @@ def _prediction_value(event: UnlabeledEvent, prediction: dict[str, Any]) -> byte
 def _probabilities(pairs: list[list[Any]] | None) -> dict[Any, float] | None:
     # Kept as [class, p] pairs: as JSON object keys, classes such as True or 1 would become text.
     return None if not pairs else {cls: float(p) for cls, p in pairs}
+
+
+def _parse_mark(raw: bytes | None) -> dict[TopicPartition, int] | None:
+    """A partition's mark as Redis holds it (None: no mark, an outbox older than marks)."""
+    if raw is None:
+        return None
+    return {(topic, int(number)): int(offset) for topic, number, offset in orjson.loads(raw)}
+
+
+def _identity(record: tuple[str, bytes, bytes]) -> tuple[str, bytes, bytes]:
+    """What tells a record from another: its topic, key and a digest of its value (a replay
+    sends the very bytes its outbox entry holds)."""
+    topic, key, value = record
+    return topic, key, hashlib.blake2b(value, digest_size=16).digest()
+
+
+def _held(
+    tail: Tail, recalled: frozenset[str]
+) -> dict[tuple[str, bytes, bytes], collections.deque[_Recalled]]:
+    """Per identity, where the recalled topics hold such records past the mark, in order (two
+    equal records, e.g. the predictions of an event sent twice, are two)."""
+    held: dict[tuple[str, bytes, bytes], collections.deque[_Recalled]] = {}
+    for record in tail.records:
+        if record.topic not in recalled:
+            continue
+        identity = _identity((record.topic, record.key or b"", record.value or b""))
+        found = _Recalled(record.topic, record.partition, record.offset)
+        held.setdefault(identity, collections.deque()).append(found)
+    return held

@@ -44,7 +44,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -74,8 +74,10 @@ from streams.registry.records import (
 from streams.settings import Settings
 from streams.workers.app import WorkerApp, dead_letter_of
 from streams.workers.checkpoint import RedisCheckpointStore
+from streams.workers.deadletters import Tail, read_since
 from streams.workers.join import Joiner, Served, arm_of
 from streams.workers.logs import Progress
+from streams.workers.retry import KAFKA_ERRORS, RETRY_FIRST_SECONDS, until_done
 from trainers.candidates import Candidate
 from trainers.errors import ArtifactIntegrityError
 from trainers.guardrail import ALERT, ROLLBACK, ROLLOUT, GuardDecision
@@ -122,6 +124,8 @@ class ServingTable:
         """Set once the registry has been read as it was when following started."""
         self.refused: dict[str, str] = {}
         """Per model, why its versions could not be verified (signed with another key)."""
+        self.decisions: set[tuple[Any, ...]] = set()
+        """The :func:`decision_of` every guardrail record read from the registry."""
 
     def get(self, model: str) -> Serving | None:
         """The stable version of ``model``, or None when it has none yet."""
@@ -138,6 +142,20 @@ class ServingTable:
     def put_trial(self, model: str, serving: Serving | None) -> None:
         """Put ``serving`` on trial for ``model`` (None ends the trial)."""
         self._trials[model] = serving
+
+
+def decision_of(record: ModelVersion) -> tuple[Any, ...]:
+    """What tells a guardrail record from another: its kind, model, versions and evidence (a
+    replay of the same joins from the same boards decides the same, with the same evidence;
+    ``reason`` and ``created_at`` aside)."""
+    evidence = orjson.loads(record.to_json())["evidence"]
+    return (
+        record.kind.value,
+        record.model,
+        record.version,
+        record.previous_version,
+        orjson.dumps(evidence, option=orjson.OPT_SORT_KEYS),
+    )
 
 
 class RegistryFollower(threading.Thread):
@@ -194,6 +212,9 @@ class RegistryFollower(threading.Thread):
         changed; a version whose artifact fails its checks is refused and the model keeps what
         it served."""
         self.records.extend(records)
+        self.table.decisions.update(
+            decision_of(record) for record in records if record.operator == "guardrail"
+        )
         for model, state in serving_state(self.records).items():
             if model not in self.models:
                 continue
@@ -260,7 +281,9 @@ class ScoringRuntime:
     joiner
         Commits what each message changes, joins outcomes to predictions, publishes.
     publish_record
-        Publishes a registry record the live guardrail decided (signed by the caller).
+        Publishes a registry record the live guardrail decided (signed by the caller), and
+        waits for the broker's acknowledgement; a Kafka error (:data:`KAFKA_ERRORS`) is tried
+        again until it succeeds.
     max_wait
         Seconds a model without a version is waited for before its events are dead-lettered.
     metrics
@@ -275,6 +298,7 @@ class ScoringRuntime:
     max_wait: float = DEFAULT_MAX_WAIT
     metrics: ScorerMetrics | None = None
     clock: Callable[[], float] = time.monotonic
+    retry_first: float = RETRY_FIRST_SECONDS
     # When each model without a version started waiting; its deadline is this + max_wait.
     _waiting_since: dict[str, float] = field(default_factory=dict, init=False)
     _decided: set[tuple[str, str, int]] = field(default_factory=set, init=False)
@@ -451,7 +475,6 @@ class ScoringRuntime:
             return
         if (kind, model, target.version) in self._decided:
             return
-        self._decided.add((kind, model, target.version))
         record = dataclasses.replace(
             target,
             kind=kind,
@@ -463,8 +486,21 @@ class ScoringRuntime:
             created_at=datetime.now(UTC).isoformat(),
             signature=None,
         )
+        self._decided.add((kind, model, target.version))
+        if decision_of(record) in self.table.decisions:
+            # A replay after a crash decided again what the registry holds already (I10).
+            log.info("%s: %s of v%d is in the registry already", model, kind.value, target.version)
+            return
         log.warning("%s: %s of v%d: %s", model, kind.value, target.version, decision.reason)
-        await self.publish_record(record)
+        # Kafka away: the agent waits (its message is committed, and acknowledged only after
+        # this), never crashes; a crash meanwhile decides it again at the claim's replay.
+        await until_done(
+            lambda: self.publish_record(record),
+            what=f"publishing the {kind.value} of {model} v{target.version}",
+            log=log,
+            errors=KAFKA_ERRORS,
+            first=self.retry_first,
+        )
         if self.metrics is not None:
             self.metrics.decided(model, kind.value)
 
@@ -558,6 +594,11 @@ def create_app(
     async def decided(model: str, decision: GuardDecision) -> None:
         await runtime.decided(model, decision)
 
+    async def recall(starts: Mapping[tuple[str, int], int]) -> Tail:
+        return await asyncio.to_thread(
+            read_since, settings.kafka, (topics.dlq, topics.predictions), starts
+        )
+
     joiner = Joiner(
         redis_client,
         checkpoints=RedisCheckpointStore(
@@ -569,6 +610,7 @@ def create_app(
         prefix=settings.redis_prefix,
         group=group,
         on_decision=decided,
+        recall=recall,
         backlog=lambda partition, cursors: _backlog(app, partition, cursors),
     )
     runtime = ScoringRuntime(

@@ -43,9 +43,6 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
-import aiokafka.errors  # type: ignore[import-untyped]  # no stubs; faust's own dependency
-import faust.exceptions
-import kafka.errors
 import orjson
 import redis
 import redis.asyncio as aioredis
@@ -77,6 +74,7 @@ from streams.workers.ledger import ConsumerControl, PartitionLedger, PartitionSt
 from streams.workers.logs import Progress
 from streams.workers.outbox import Outbox, Send
 from streams.workers.refits import RefitPool
+from streams.workers.retry import KAFKA_ERRORS
 from trainers.candidates import Candidate
 from trainers.errors import ArtifactIntegrityError, ConfigError, LabelError, SnapshotError
 from trainers.spec import reset_targets
@@ -88,12 +86,6 @@ log = logging.getLogger("driftline.trainer")
 
 REGISTRY_POLL_SECONDS = 0.5
 REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, OSError)
-KAFKA_ERRORS: tuple[type[Exception], ...] = (
-    aiokafka.errors.KafkaError,  # a delivery, after the producer's retries (KafkaTimeoutError...)
-    faust.exceptions.ProducerSendError,  # faust's producer refusing a send (no metadata in time)
-    kafka.errors.KafkaError,  # the recall's read of the dead-letter topic
-)
-"""What "Kafka is away, try again later" looks like to the trainer: never a reason to crash."""
 OBEYED_KINDS = frozenset({RecordKind.MANUAL, RecordKind.ROLLOUT, RecordKind.ROLLBACK})
 """Stable records the trainer adopts: versions it did not make serve itself."""
 

@@ -37,6 +37,7 @@ from streams.registry.records import ModelVersion
 from streams.sdk.producer import EventProducer
 from streams.topics import Topics
 from streams.workers.checkpoint import Claim, checkpoint_keys
+from streams.workers.deadletters import Tail, TailRecord
 from streams.workers.join import Joiner, Served
 from streams.workers.scorer import ScoringRuntime, Serving, ServingTable
 
@@ -54,13 +55,17 @@ class FakeRedis:
         self.hashes: dict[str, Counter[bytes]] = {}
         self.sorted: dict[str, dict[bytes, float]] = {}
         self.scripts_run = 0
+        self.marks_saved = 0
         self.reads = 0
 
     def register_script(self, source: str) -> Any:
         async def commit(*, keys: list[str], args: list[Any]) -> int:
             """The join's commit script (see streams.workers.join._COMMIT)."""
-            self.scripts_run += 1
             epoch, commands, absent, present = args
+            if all(c[0] == "LTRIM" or c[1].endswith(":mark") for c in orjson.loads(commands)):
+                self.marks_saved += 1  # a claim's or a checkpoint's, not a message's commit
+            else:
+                self.scripts_run += 1
             if self.values.get(keys[0]) != str(epoch).encode():
                 return 0
             if any(self._exists(key) for key in orjson.loads(absent)):
@@ -90,6 +95,9 @@ class FakeRedis:
             self.sorted.setdefault(key, {})[args[1].encode()] = float(args[0])
         elif name == "ZREM":
             self.sorted.get(key, {}).pop(args[0].encode(), None)
+        elif name == "LTRIM":
+            assert args[1] == "-1"
+            self.lists[key] = self.lists.get(key, [])[int(args[0]) :]
         else:
             raise AssertionError(f"the fake does not know {name}")
 
@@ -138,37 +146,72 @@ class FakePipeline:
 
 @dataclass
 class FakeCheckpoints:
-    """Claims at epoch 1 (written where the commit script looks for it); saves nothing."""
+    """Claims at the next epoch (written where the commit script looks for it); saves
+    nothing."""
 
     redis: FakeRedis
     saved: int = 0
 
     async def claim(self, topic: str, partition: int) -> Claim:
         epoch_key = checkpoint_keys(f"p:checkpoint:{GROUP}", topic, partition)[0]
-        self.redis.values[epoch_key] = b"1"
-        return Claim(epoch=1, cursor=-1, snapshots={})
+        epoch = int(self.redis.values.get(epoch_key, b"0")) + 1
+        self.redis.values[epoch_key] = str(epoch).encode()
+        return Claim(epoch=epoch, cursor=-1, snapshots={})
 
     async def save(self, topic: str, partition: int, **_: Any) -> dict[str, str]:
         self.saved += 1
         return {}
 
 
+@dataclass(frozen=True)
+class Landed:
+    """Where the broker put a record (aiokafka's RecordMetadata, in short)."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
 @dataclass
 class Producer:
-    """Hands each record a delivery that stays pending until ``acknowledge``."""
+    """Hands each record a delivery that stays pending until ``acknowledge``, which writes it to
+    ``topics`` (one partition each), the log a new owner's recall reads; refuses the next
+    ``refusing`` sends as aiokafka does when it has no metadata in time."""
 
     sent: list[tuple[str, bytes, bytes]] = field(default_factory=list)
     deliveries: list[asyncio.Future[Any]] = field(default_factory=list)
+    topics: dict[str, list[tuple[bytes, bytes]]] = field(default_factory=dict)
+    refusing: int = 0
+    reads: list[dict[tuple[str, int], int]] = field(default_factory=list)
 
     async def send(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[Any]:
+        if self.refusing:
+            self.refusing -= 1
+            raise aiokafka.errors.KafkaTimeoutError()
         self.sent.append((topic, key, value))
         self.deliveries.append(asyncio.get_running_loop().create_future())
         return self.deliveries[-1]
 
-    def acknowledge(self, count: int) -> None:
-        for delivery in self.deliveries[:count]:
+    def acknowledge(self, count: int | None = None) -> None:
+        for (topic, key, value), delivery in zip(self.sent[:count], self.deliveries, strict=False):
             if not delivery.done():
-                delivery.set_result(None)
+                log = self.topics.setdefault(topic, [])
+                log.append((key, value))
+                delivery.set_result(Landed(topic, 0, len(log) - 1))
+
+    async def recall(self, starts: dict[tuple[str, int], int]) -> Tail:
+        """What a new owner's recall reads of the dead-letter and predictions topics."""
+        self.reads.append(dict(starts))
+        ends = {
+            (topic, 0): len(self.topics.get(topic, []))
+            for topic in (TOPICS.dlq, TOPICS.predictions)
+        }
+        records = [
+            TailRecord(topic, 0, offset, *self.topics[topic][offset])
+            for (topic, _), start in starts.items()
+            for offset in range(start, ends[(topic, 0)])
+        ]
+        return Tail(ends=ends, records=records)
 
     def values(self, topic: str) -> list[dict[str, Any]]:
         return [orjson.loads(value) for sent_to, _, value in self.sent if sent_to == topic]
@@ -179,7 +222,7 @@ def config():
     return load_config(SEA_CONFIG, {})
 
 
-def joiner(config, redis: FakeRedis, producer: Producer) -> Joiner:
+def joiner(config, redis: FakeRedis, producer: Producer, *, recall: bool = True) -> Joiner:
     async def no_decision(model: str, decision: Any) -> None:
         return None
 
@@ -192,6 +235,8 @@ def joiner(config, redis: FakeRedis, producer: Producer) -> Joiner:
         prefix="p:",
         group=GROUP,
         on_decision=no_decision,
+        recall=producer.recall if recall else None,
+        retry_first=0.001,
     )
 
 
@@ -385,3 +430,91 @@ def test_events_to_score_go_in_batch_records_unless_one_per_record_is_asked(monk
         "e-2",
     ]
     assert [orjson.loads(value)["event_id"] for _, _, value in second.sent] == ["e-0", "e-1", "e-2"]
+
+
+def _topics_of(producer: Producer) -> list[str]:
+    return [topic for topic, _, _ in producer.sent]
+
+
+def test_a_new_owner_publishes_again_only_what_the_topics_do_not_hold(config):
+    """A crash after delivery, before the trim: the recall finds the records past the mark (I8);
+    a record whose delivery failed is sent again, one never delivered too."""
+    redis, producer = FakeRedis(), Producer()
+    first = joiner(config, redis, producer)
+
+    async def scenario() -> None:
+        state = await first.owned(0)
+        assert await first.served(state, 0, 0, served("e-0"), [(b"t/0/0", b"dead letter 0")])
+        producer.acknowledge()
+        await first.checkpoint()  # trims entry 1 and marks the topics' ends
+        assert redis.outbox() == [] and redis.marks_saved == 2
+        assert await first.served(state, 0, 1, served("e-1"), [(b"t/0/1", b"dead letter 1")])
+        assert await first.served(state, 0, 2, served("e-2"), [(b"t/0/2", b"dead letter 2")])
+        producer.acknowledge(5)  # entry 2 delivered, and entry 3's dead letter
+        producer.deliveries[5].set_exception(aiokafka.errors.KafkaTimeoutError())
+        # SIGKILL: no checkpoint. The next owner reads the topics from the mark.
+        sent = len(producer.sent)
+        second = joiner(config, redis, producer)
+        again = await second.owned(0)
+        assert producer.reads[-1] == {(TOPICS.dlq, 0): 1, (TOPICS.predictions, 0): 1}
+        assert producer.sent[sent:] == [producer.sent[5]], "only e-2's prediction"
+        assert [entry.seq for entry in again.in_flight] == [2, 3]
+        producer.acknowledge()
+        await second.checkpoint()
+        assert redis.outbox() == []
+        third = joiner(config, redis, producer)
+        await third.owned(0)
+        assert len(producer.sent) == sent + 1, "nothing left to publish"
+
+    asyncio.run(scenario())
+    for topic in (TOPICS.dlq, TOPICS.predictions):
+        assert len(producer.topics[topic]) == len(set(producer.topics[topic])) == 3, topic
+
+
+def test_an_outbox_without_a_mark_is_published_again_once_then_marked(config):
+    """Redis state written before marks: no mark is no recall (every entry is sent again, as
+    before), and a mark at the topics' ends is saved at once, so a second crash sends none."""
+    redis, producer = FakeRedis(), Producer()
+    old = joiner(config, redis, producer, recall=False)
+
+    async def scenario() -> None:
+        state = await old.owned(0)
+        assert await old.served(state, 0, 0, served("e-0"), [(b"t/0/0", b"dead letter 0")])
+        producer.acknowledge()
+        assert not any(key.endswith(":mark") for key in redis.values)
+        upgraded = joiner(config, redis, producer)
+        await upgraded.owned(0)
+        assert producer.reads == [{}], "nothing read without a mark"
+        assert _topics_of(producer) == [TOPICS.dlq, TOPICS.predictions] * 2, "sent again once"
+        producer.acknowledge()
+        await joiner(config, redis, producer).owned(0)  # a crash before any checkpoint
+        assert producer.reads[-1] == {(TOPICS.dlq, 0): 1, (TOPICS.predictions, 0): 1}
+        assert len(producer.sent) == 4, "the copies past the mark are found"
+
+    asyncio.run(scenario())
+
+
+def test_records_behind_a_refused_one_are_held_and_follow_it_in_order(config):
+    """I9: a send the producer refuses (no sequence number taken) could be passed by a later
+    record of the same partition; the join's labeled records must reach the trainer in order.
+    A refusal while sending again holds the rest until the next checkpoint."""
+    redis, producer = FakeRedis(), Producer()
+    join = joiner(config, redis, producer)
+
+    async def scenario() -> None:
+        state = await join.owned(0)
+        producer.refusing = 1
+        assert await join.served(state, 0, 0, served("e-0", "e-1"), [])
+        assert await join.served(state, 0, 1, served("e-2"), [])
+        assert producer.sent == []
+        producer.refusing = 2  # still away at the first checkpoint, and the second
+        await join.checkpoint()
+        await join.checkpoint()
+        assert producer.sent == [] and producer.refusing == 0
+        await join.checkpoint()
+        assert [orjson.loads(v)["event_id"] for _, _, v in producer.sent] == ["e-0", "e-1", "e-2"]
+        producer.acknowledge()
+        await join.checkpoint()
+        assert redis.outbox() == []
+
+    asyncio.run(scenario())

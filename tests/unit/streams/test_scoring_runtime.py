@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiokafka.errors
 import orjson
 import pytest
 from faust.types import TP
@@ -17,7 +18,13 @@ from streams.config import load_config
 from streams.contract import decode_dead_letter
 from streams.registry.records import ArtifactRef, ModelVersion, manual_record
 from streams.workers.join import Served, _prediction_value
-from streams.workers.scorer import RegistryFollower, ScoringRuntime, Serving, ServingTable
+from streams.workers.scorer import (
+    RegistryFollower,
+    ScoringRuntime,
+    Serving,
+    ServingTable,
+    decision_of,
+)
 from trainers.errors import ArtifactIntegrityError
 from trainers.guardrail import GuardDecision
 
@@ -310,3 +317,45 @@ async def _timed(work) -> float:
     start = asyncio.get_running_loop().time()
     await work
     return asyncio.get_running_loop().time() - start
+
+
+def test_a_guardrail_record_the_broker_does_not_take_is_tried_again_never_raised(config, caplog):
+    """A Kafka error after the join's commit must not crash the agent nor lose the record."""
+    table, joiner = ServingTable(), FakeJoiner()
+    table.put(Serving(version(1), ConstantModel(1)))
+    attempts: list[ModelVersion] = []
+
+    async def publish_record(record: ModelVersion) -> None:
+        attempts.append(record)
+        if len(attempts) <= 3:
+            raise aiokafka.errors.KafkaTimeoutError()
+
+    table.ready.set()
+    scoring = ScoringRuntime(
+        config, table=table, joiner=joiner, publish_record=publish_record, retry_first=0.001
+    )
+    alert = GuardDecision("alert", "degraded", {"stable_version": 1, "n": 40})
+    with caplog.at_level("INFO", logger="driftline.scorer"):
+        asyncio.run(scoring.decided("sea", alert))
+    assert len(attempts) == 4 and len({a.to_json() for a in attempts}) == 1
+    failures = [r for r in caplog.records if "failed, tried again" in r.getMessage()]
+    assert len(failures) == 1, "logged once per outage"
+    assert any("succeeded after an outage" in r.getMessage() for r in caplog.records)
+
+
+def test_a_replayed_decision_the_registry_holds_is_not_published_again(config):
+    """I10: the claim's replay decides again what the previous owner published before its
+    crash; the follower has read the registry up to its end before any claim."""
+    table, joiner = ServingTable(), FakeJoiner()
+    table.put(Serving(version(1), ConstantModel(1)))
+    alert = GuardDecision("alert", "degraded", {"stable_version": 1, "n": 40})
+    asyncio.run(runtime(config, table, joiner).decided("sea", alert))
+    [(_, _, published)] = joiner.sent
+    table.decisions.add(decision_of(ModelVersion.from_json(published)))  # the follower read it
+
+    after_crash = FakeJoiner()
+    asyncio.run(runtime(config, table, after_crash).decided("sea", alert))
+    assert after_crash.sent == []
+    later = GuardDecision("alert", "degraded", {"stable_version": 1, "n": 90})
+    asyncio.run(runtime(config, table, after_crash).decided("sea", later))
+    assert len(after_crash.sent) == 1, "a decision on other evidence is new"
