@@ -11,6 +11,10 @@ kept forever.
 
 The dead-letter topic has one partition (:func:`streams.admin.ensure_topics`): one log, in which
 one producer's records are in the order it sent them.
+
+The reading itself, :func:`read_since` (what topics hold past given offsets, and their ends),
+serves the scorer's recall too (:mod:`streams.workers.join`, step 1), over the dead-letter and
+predictions topics.
 """
 
 from __future__ import annotations

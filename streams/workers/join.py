@@ -23,7 +23,14 @@ steps:
 
 1. **claim** (the first message of a partition): bump its epoch (fencing out a previous owner),
    restore the live boards from their snapshot and replay the joins of the outbox entries after
-   it, then publish every entry still in the outbox (it may not have reached the broker);
+   it (deciding again what the guardrail decided: see :mod:`streams.workers.scorer`, I10), then
+   **recall**: read the recalled topics (``dlq`` and ``predictions``) from the partition's
+   **mark** to their ends (:func:`streams.workers.deadletters.read_since`, retried until Kafka
+   answers), and publish every record of the entries still in the outbox that they do not hold
+   (it may not have reached the broker); one they hold is delivered, at the offset found. A
+   partition without a mark (new, or an outbox written before marks existed) reads nothing, so
+   that a read is never unbounded: its entries are all published again, this once, and a mark
+   at the topics' ends now is saved at once, so that a second crash finds those copies;
 2. **skip** a message at or before its topic's cursor: its effects are already in Redis;
 3. **commit**: in one fenced Lua script, write what the message changes (store or join each
    prediction or outcome), its outbox entry, and the cursor. That depends on what its events
@@ -33,20 +40,47 @@ steps:
    it in memory (the newest :data:`PENDING_CACHE`). When the script finds otherwise, nothing is
    written, and the message is committed again after reading what its events meet;
 4. **publish**: apply its joins to the live boards and hand its outbox entry's records to the
-   producer, in order, without waiting for the broker's acknowledgements (step 5 reads them);
-   then **acknowledge** the message to faust, which commits its offset later;
-5. **checkpoint** (every ``checkpoint_interval``): save the boards' snapshot covering every
-   ``seq`` so far, then trim the outbox entries both published (every record acknowledged by the
-   broker) and covered. A record whose delivery failed after the producer's retries is sent
-   again, and its entry (with every later one) stays in the outbox until it is acknowledged.
+   producer, in order, without waiting for the broker's acknowledgements (step 5 reads them),
+   unless a delivery of the partition failed: then they are held back (I9); then
+   **acknowledge** the message to faust, which commits its offset later;
+5. **checkpoint** (every ``checkpoint_interval``):
 
-After a crash, messages after the cursors are handled again, and entries left in the outbox are
-published again. So every pair is joined exactly once in Redis and in the live metrics; the
-labeled records a join publishes carry ``{"join": {"source": "<group>/<p>", "seq": n}}``, with
-``n`` numbered as event positions are (:func:`streams.contract.event_position` of the entry's
-``seq`` and the join's index in the entry), so that the numbers increase, by which the trainer
-drops a record it has already learned (a republished entry); predictions are at least once (a
-consumer that must not see duplicates keeps the last per ``event_id``).
+   a. **send again**, in order, every record held back or whose delivery failed after the
+      producer's retries, until the producer refuses one (the rest waits for the next
+      checkpoint); its entry, with every later one, stays in the outbox until acknowledged;
+   b. **snapshot**: save the boards' snapshot covering every ``seq`` so far;
+   c. **trim and mark**: in one fenced script, trim the outbox entries both published (every
+      record acknowledged by the broker) and covered, and save the mark: per partition of a
+      recalled topic, the lowest offset where a record of an entry left landed, or else one past
+      the last record the broker acknowledged to this worker there (at least its end at the
+      claim): the records this worker hands over from now on land after it.
+
+Invariants:
+
+- **I8** a record of a recalled topic is published once: every record of an entry left in the
+  outbox that the broker has is at or past the mark saved with that outbox (aiokafka sends one
+  batch per partition at a time, so a record acknowledged was handed over before every record of
+  that partition still unacknowledged), so the recall finds it; one it finds is not sent again;
+- **I9** the records of a partition reach each topic partition in the order of their entries:
+  a record the producer refuses (no metadata in time, a full buffer) takes no sequence number,
+  so a later one could be acknowledged before it is sent again, and the trainer's ``seq`` filter
+  would then drop its label; hence nothing is handed over behind a failed delivery until it is
+  sent again. A delivery that fails after it was drained cannot be passed: the idempotent
+  producer numbered it, and as aiokafka 0.14 reads, it numbers no batch again, so the broker
+  refuses every later batch of that partition (``OutOfOrderSequenceNumber``): nothing more is
+  delivered there until the worker restarts (the re-sends log it; the outbox keeps every
+  record).
+
+So every pair is joined exactly once in Redis and in the live metrics, and each prediction and
+dead letter is published once; the labeled records a join publishes carry
+``{"join": {"source": "<group>/<p>", "seq": n}}``, with ``n`` numbered as event positions are
+(:func:`streams.contract.event_position` of the entry's ``seq`` and the join's index in the
+entry), so that the numbers increase, by which the trainer drops a record it has already learned
+(a republished entry: labeled records are not recalled). A prediction or dead letter can still
+come twice when the producer reported a delivery failed although the broker had it, when the
+topic holds it at an offset the producer did not report (a duplicate's acknowledgement), in a
+partition a recalled topic gained since the mark, or when the worker's principal may not read a
+recalled topic (the recall then finds nothing, with a warning); never is one lost.
 """
 
 from __future__ import annotations

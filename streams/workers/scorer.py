@@ -26,7 +26,14 @@ Joining. What each message changes is committed by the :class:`~streams.workers.
 (the predictions kept until their outcomes, or the outcome until its event; the labeled event a
 match makes; the live metrics), exactly once per record, and only then acknowledged. The live
 boards' guardrail decisions become ``rollout``, ``rollback`` and ``alert`` registry records,
-published once while they still apply (:meth:`ScoringRuntime.decided`).
+published once while they still apply (:meth:`ScoringRuntime.decided`): a Kafka error is tried
+again until the broker takes the record (logged once per outage), the agent waiting meanwhile,
+and a crash before that decides it again when the next owner replays the joins. **I10**: a
+decision the registry already holds (same kind, model, versions and evidence: a replay of the same
+joins from the same boards decides the same) is not published again; the follower has read the
+registry up to its end as it was at start before anything is claimed, which covers a restart
+after a crash (a peer's crash covered by its claim coming a session timeout later, while the
+follower reads on).
 
 Refused messages go to the dead-letter topic with a reason code: the contract's codes for a
 malformed event or outcome; ``key_mismatch`` when the record key is not its model;
