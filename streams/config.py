@@ -24,13 +24,17 @@ under ``topics``::
     [topics.events]               # the labeled and unlabeled events
     partitions = 4                # events, outcomes (as many), predictions; [worker] partitions
 
+    [redis]
+    durability = "none"           # or "replica", "aof": what a checkpoint or an artifact must
+                                  # reach before it counts as saved (streams.durability)
+
     [models.sea]
     task = "classification"
     ...
 
 Any value can be overridden from the environment with ``DRIFTLINE__`` followed by its path,
 ``__``-separated: ``DRIFTLINE__worker__partitions=8``, ``DRIFTLINE__models__sea__window=500``,
-``DRIFTLINE__topics__registry__replication_factor=3``.
+``DRIFTLINE__topics__registry__replication_factor=3``, ``DRIFTLINE__redis__durability=aof``.
 Values are read as YAML scalars, so numbers and booleans keep their type. An override can change
 a model the file declares, not add one: a misspelt model name would otherwise become a model of
 its own and fail for a reason that hides the typo.
@@ -71,6 +75,7 @@ from streams.admin import (
     TopicGroup,
     TopicSettings,
 )
+from streams.durability import DURABILITY_LEVELS, Durability, DurabilityLevel
 from streams.settings import SettingsError
 from streams.topics import Topics
 from trainers.errors import ConfigError
@@ -81,6 +86,7 @@ __all__ = [
     "SECTIONS",
     "ConfigFileError",
     "DriftlineConfig",
+    "RedisSettings",
     "WorkerSettings",
     "did_you_mean",
     "load_config",
@@ -88,7 +94,7 @@ __all__ = [
 
 ENV_OVERRIDE_PREFIX = "DRIFTLINE__"
 #: The top-level tables a configuration file may hold.
-SECTIONS = ("models", "topics", "worker")
+SECTIONS = ("models", "redis", "topics", "worker")
 #: The settings of a ``[topics.<group>]`` table, all positive integers.
 _TOPIC_SETTING_KINDS = dict.fromkeys(
     (setting.name for setting in dataclasses.fields(TopicGroup)), "int"
@@ -142,6 +148,21 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class RedisSettings:
+    """How workers use Redis (where it is comes from ``REDIS_URL``, not the file)."""
+
+    durability: DurabilityLevel = "none"
+    """What a checkpoint or an artifact must reach before it counts as saved: ``"none"`` (the
+    primary's memory), ``"replica"`` (a replica too) or ``"aof"`` (the primary's fsynced
+    append-only file); see :mod:`streams.durability`."""
+
+    @property
+    def wait(self) -> Durability:
+        """The :class:`~streams.durability.Durability` workers write with."""
+        return Durability(self.durability)
+
+
+@dataclass(frozen=True)
 class DriftlineConfig:
     """A parsed configuration file."""
 
@@ -151,6 +172,7 @@ class DriftlineConfig:
     topic_settings: TopicSettings = field(default_factory=TopicSettings)
     """The ``[topics]`` tables; :func:`streams.admin.ensure_topics` resolves what they leave to
     the cluster, and a worker runs with the settings it resolved."""
+    redis: RedisSettings = field(default_factory=RedisSettings)
 
 
 def did_you_mean(name: str, known: Collection[str]) -> str:
@@ -258,12 +280,14 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> D
     worker_table = raw.get("worker", {})
     worker = _worker(worker_table, source)
     topic_settings = _topics(raw.get("topics", {}), source, worker, worker_table)
+    redis_settings = _redis(raw.get("redis", {}), source)
     return DriftlineConfig(
         models={name: _model(name, spec, source) for name, spec in models.items()},
         # One partition count of the events, whichever table gave it.
         worker=dataclasses.replace(worker, partitions=topic_settings.partitions),
         topics=Topics.from_env(environ),
         topic_settings=topic_settings,
+        redis=redis_settings,
     )
 
 
@@ -322,6 +346,17 @@ def _worker(table: Any, source: _Source) -> WorkerSettings:
     # The annotations are strings (postponed evaluation): "str", "int" or "float".
     kinds = {setting.name: str(setting.type) for setting in dataclasses.fields(WorkerSettings)}
     return WorkerSettings(**_settings(table, kinds, ("worker",), source))
+
+
+def _redis(table: Any, source: _Source) -> RedisSettings:
+    settings = RedisSettings(**_settings(table, {"durability": "str"}, ("redis",), source))
+    if settings.durability not in DURABILITY_LEVELS:
+        raise ConfigFileError(
+            f"{source.path}: [redis] durability must be one of {list(DURABILITY_LEVELS)}, got "
+            f"{settings.durability!r}{did_you_mean(settings.durability, DURABILITY_LEVELS)}"
+            f"{source.cause('redis', 'durability')}"
+        )
+    return settings
 
 
 def _settings(

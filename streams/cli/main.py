@@ -13,9 +13,12 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streams.cli.common import refuse
+
+if TYPE_CHECKING:
+    from streams.durability import Durability
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -114,7 +117,9 @@ def _run_faust_worker(
 
     The topics are checked at every start (:func:`streams.admin.ensure_topics`): a topic the
     worker must not run on refuses the start in one line, a lesser finding is logged as a
-    warning; the app is built with the topic settings resolved against the cluster.
+    warning; the app is built with the topic settings resolved against the cluster. So is Redis
+    (:func:`streams.durability.check_server`): one that may evict keys, or cannot wait as
+    ``[redis] durability`` asks, refuses the start.
     ``metrics`` (a :class:`streams.metrics.WorkerMetrics`, None with ``--no-metrics``) is
     served on ``--metrics-port`` and registered for Prometheus when a discovery folder is set.
     """
@@ -135,6 +140,8 @@ def _run_faust_worker(
         config = load_config(args.config)
         settings = Settings.from_env()
         kafka = settings.kafka
+        # Before Kafka: a worker refused for its Redis creates no topic.
+        redis_warnings = _check_redis(settings.redis_url, config.redis.wait)
         checked = ensure_topics(
             config.topics,
             kafka,
@@ -144,7 +151,7 @@ def _run_faust_worker(
         )
     except (SettingsError, ConfigError) as error:  # ConfigError: a bad model in the file
         return refuse(args.command, error)
-    for warning in checked.warnings:
+    for warning in [*checked.warnings, *redis_warnings]:
         logging.getLogger("driftline.worker").warning(warning)
     config = dataclasses.replace(config, topic_settings=checked.settings)
     # faust makes an empty "<group>-data" folder in the working directory even with in-memory
@@ -166,6 +173,19 @@ def _run_faust_worker(
                 return refuse(args.command, f"cannot serve metrics: {error}")
         app.run(log_level=args.log_level)
     return 0
+
+
+def _check_redis(url: str, durability: Durability) -> list[str]:
+    """:func:`streams.durability.check_server` of the Redis at ``url``: its warnings."""
+    import redis
+
+    from streams.durability import check_server
+
+    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        return check_server(client, durability)
+    finally:
+        client.close()
 
 
 def _serve_metrics(args: argparse.Namespace, metrics: Any, *, group: str) -> None:

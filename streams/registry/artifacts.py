@@ -2,7 +2,8 @@
 
 An :class:`Artifact` is a model's pickled bytes and the :class:`ArtifactRef` a registry record
 publishes for them. It is stored under ``<prefix>artifact:<sha256>``: storing the same bytes
-twice is a no-op, and a key can never hold other bytes than its name says. The signature
+twice changes nothing, and a key can never hold other bytes than its name says. A store waits for
+the ``[redis] durability`` it is given (:mod:`streams.durability`). The signature
 (HMAC-SHA256 with the deployment's key) travels in the registry record, not in Redis, so whoever
 can write to Redis still cannot make a worker load a model of their own. It covers the model name
 and version as well as the bytes (:func:`trainers.serialization.signed_message`), so whoever can
@@ -19,6 +20,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from streams.durability import NO_WAIT, Durability
 from streams.registry.records import ArtifactRef, ModelVersion
 from trainers.errors import ArtifactIntegrityError
 from trainers.serialization import canonical_dumps, sha256_hex, sign, verify_and_load
@@ -74,9 +76,22 @@ class Artifact:
         )
 
 
-async def store(client: aioredis.Redis, artifact: Artifact) -> None:
-    """Store ``artifact`` (idempotent: its key is its digest)."""
-    await client.set(artifact.ref.key, artifact.blob, nx=True)
+async def store(
+    client: aioredis.Redis, artifact: Artifact, durability: Durability = NO_WAIT
+) -> None:
+    """Store ``artifact`` (idempotent: its key is its digest), as durably as ``durability`` asks.
+
+    Raises :class:`~streams.durability.DurabilityNotMet` when it is not, in time.
+    """
+    ref = artifact.ref
+    # A SET NX of a key that exists writes nothing, so a wait after it would not cover the bytes
+    # an earlier attempt (whose own wait failed) wrote: a waiting store rewrites them instead,
+    # the same bytes, since the key is their digest.
+    await durability.write(
+        client,
+        lambda redis_client: redis_client.set(ref.key, artifact.blob, nx=not durability.waits),
+        what=f"the artifact {ref.key}",
+    )
 
 
 def load(client: redis.Redis, record: ModelVersion, *, key: bytes) -> Any:

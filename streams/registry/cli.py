@@ -13,8 +13,16 @@
                                                                      # else the previous version
     driftline registry verify MODEL VERSION [--config FILE]  # learn it again: same sha256?
     driftline registry dataset MODEL VERSION -o FILE         # its training events, JSON lines
+    driftline registry prune-artifacts [MODEL] [--keep N] [--older-than 90d] [--dry-run]
 
 A version is written as the tables print it, ``v2``, or as a bare ``2``.
+
+``prune-artifacts`` removes from Redis the artifacts of each model's versions beyond ``--keep``
+(the newest N stay) and ``--older-than`` (those issued more recently stay); given both, a version
+goes only when neither keeps it. It never removes the artifact of a version that serves, is on
+trial, is where a rollback goes, or that a manual record names (:mod:`streams.registry.retention`),
+and prints each artifact it removes (or, with ``--dry-run``, would), then what it kept and why.
+It needs a Redis user that may delete driftline's keys.
 
 ``verify`` replays the version's lineage through a fresh trainer (see
 :mod:`streams.registry.verify`) and prints whether it reproduced the artifact's sha256, or the
@@ -44,6 +52,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -54,6 +63,8 @@ __all__ = [
     "act",
     "add_registry_parser",
     "live_rows",
+    "parse_age",
+    "parse_count",
     "parse_fraction",
     "parse_version",
     "previous_version",
@@ -90,6 +101,32 @@ def parse_fraction(text: str) -> float:
     if not 0 < fraction <= 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a fraction in (0, 1], e.g. 0.1")
     return fraction
+
+
+def parse_count(text: str) -> int:
+    """A count of versions to keep: 0 or more.
+
+    >>> parse_count("3")
+    3
+    """
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count of versions (0, 1, 2, ...)")
+    return int(text)
+
+
+def parse_age(text: str) -> timedelta:
+    """An age as durations are written in the configuration: ``90d``, ``12h``, ``30m``.
+
+    >>> parse_age("90d").days
+    90
+    """
+    from trainers.errors import ConfigError
+    from trainers.spec import parse_duration
+
+    try:
+        return timedelta(seconds=parse_duration(text))
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_registry_parser(
@@ -162,12 +199,30 @@ def add_registry_parser(
             help="replay under this configuration file's model instead of the recorded one",
         )
     dataset.add_argument("-o", "--output", required=True, help="the JSON lines file to write")
+    prune = actions.add_parser(
+        "prune-artifacts",
+        help="remove old versions' artifacts from Redis (never one that serves, is on trial or "
+        "can be rolled back to)",
+    )
+    prune.add_argument("model", nargs="?", default=None, help="one model (default: every model)")
+    prune.add_argument(
+        "--keep", type=parse_count, default=None, metavar="N", help="keep each model's N newest"
+    )
+    prune.add_argument(
+        "--older-than",
+        type=parse_age,
+        default=None,
+        metavar="AGE",
+        help="keep the versions issued less than AGE ago (90d, 12h)",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
     registry.set_defaults(handler=handler)
 
 
 def run(args: argparse.Namespace) -> int:
     """Carry out ``driftline registry ACTION``; returns the exit status."""
     from kafka.errors import KafkaError
+    from redis import RedisError
 
     from streams.cli.common import refuse, require_broker
     from streams.registry.client import RegistryClient, RegistryError
@@ -178,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         require_broker(settings.kafka)
         with RegistryClient(settings=settings) as client:
             return act(client, args)
-    except (RegistryError, SettingsError, KafkaError, ValueError) as error:
+    except (RegistryError, SettingsError, KafkaError, RedisError, ValueError) as error:
         return refuse(f"registry {args.action}", error)
 
 
@@ -195,13 +250,15 @@ def previous_version(history: list[ModelVersion]) -> int:
     After v1, v2, v3 it is v2; after a rollback to v2, it is v1 (a rollback only goes back).
     Raises ``ValueError`` when the serving version is the oldest.
     """
+    from streams.registry.records import version_before
+
     serving = history[-1].version
-    older = [r.version for r in history if not r.is_manual and r.version < serving]
-    if not older:
+    before = version_before(history, serving)
+    if before is None:
         raise ValueError(
             f"{history[-1].model} v{serving} is its first version: nothing to roll back to"
         )
-    return max(older)
+    return before
 
 
 def record_differences(first: ModelVersion, second: ModelVersion) -> list[tuple[str, Any, Any]]:
@@ -487,6 +544,30 @@ def _dataset(client: RegistryClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def _prune_artifacts(client: RegistryClient, args: argparse.Namespace) -> None:
+    from streams.registry.retention import Retention
+
+    retention = Retention(keep=args.keep, older_than=args.older_than)
+    pruning = client.prune_artifacts(retention, model=args.model, dry_run=args.dry_run)
+    for removal in pruning.removed:
+        verdict = removal.verdict
+        done = ("would remove" if args.dry_run else "removed") if removal.present else "absent"
+        print(
+            f"{verdict.model} v{verdict.version}: {done} {verdict.artifact.key} "
+            f"({verdict.artifact.size:,} bytes, issued {verdict.created_at})"
+        )
+    kept: dict[str, list[str]] = {}
+    for verdict in pruning.kept:
+        kept.setdefault(verdict.model, []).append(f"v{verdict.version} ({verdict.kept})")
+    for model, versions in kept.items():
+        print(f"{model}: kept {', '.join(versions)}")
+    gone = sum(removal.present for removal in pruning.removed)
+    print(
+        f"{gone} artifact(s) {'to remove' if args.dry_run else 'removed'}, {retention.describe()}",
+        file=sys.stderr,
+    )
+
+
 _ACTIONS: dict[str, Callable[[RegistryClient, argparse.Namespace], int | None]] = {
     "ls": _ls,
     "show": _show,
@@ -497,4 +578,5 @@ _ACTIONS: dict[str, Callable[[RegistryClient, argparse.Namespace], int | None]] 
     "rollback": _rollback,
     "verify": _verify,
     "dataset": _dataset,
+    "prune-artifacts": _prune_artifacts,
 }

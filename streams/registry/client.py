@@ -16,7 +16,10 @@
   stable, ``stop_trial(model, reason=...)`` ends it (a ``rollback`` to the stable version);
   ``state(model)`` says what serves (:class:`~streams.registry.records.ServingState`);
 - ``live(model)``: the scoring workers' latest live report per (version, arm), read from the
-  metrics topic (:class:`LiveReport`).
+  metrics topic (:class:`LiveReport`);
+- ``prune_artifacts(retention, model=...)``: remove from Redis the artifacts of versions beyond
+  a retention, never one that serves, is on trial or can be rolled back to
+  (:mod:`streams.registry.retention`).
 
 Only records signed with the deployment's key exist for the client (see
 :mod:`streams.registry.records`): reading (``history``, ``latest``, ``get``, ``serving``,
@@ -31,7 +34,7 @@ Every default comes from the environment, like the workers' (:class:`streams.set
 (or ``..._FILE``) and, for manual records on a plaintext cluster, ``DRIFTLINE_OPERATOR``: on an
 authenticated connection a manual record's ``operator`` is the principal the broker knows the
 client as (:func:`streams.settings.authenticated_principal`), with ``operator_verified: true``.
-Redis is only needed by ``load``.
+Redis is only needed by ``load``, ``replay`` and ``prune_artifacts``.
 
 Reading the history scans the registry topic from its beginning on every call: the registry
 holds one small record per promotion, and a fresh scan is never stale. ``live`` scans the metrics
@@ -72,6 +75,7 @@ from trainers.candidates import Candidate
 from trainers.errors import ArtifactIntegrityError
 
 if TYPE_CHECKING:
+    from streams.registry.retention import Pruning, Retention
     from streams.registry.verify import Replay
 
 __all__ = [
@@ -408,6 +412,27 @@ class RegistryClient(ClosedOnExit):
             redis_client=self._redis_client(),
             **options,
         )
+
+    def prune_artifacts(
+        self, retention: Retention, *, model: str | None = None, dry_run: bool = False
+    ) -> Pruning:
+        """Remove the artifacts of ``model``'s versions (default: every model's) that
+        ``retention`` lets go, never one that serves, is on trial, can be rolled back to or is
+        a manual record's target (:func:`streams.registry.retention.select`); with
+        ``dry_run``, remove nothing and say what would go. Raises :class:`UnknownModelError`.
+        """
+        from datetime import UTC, datetime
+
+        from streams.registry.retention import Pruning, prune, select
+
+        records = self._records()
+        if model is not None and not any(record.model == model for record in records):
+            raise UnknownModelError(model)
+        verdicts = select(
+            records, retention, now=datetime.now(UTC), models=None if model is None else {model}
+        )
+        removed = prune(self._redis_client(), verdicts, dry_run=dry_run)
+        return Pruning([verdict for verdict in verdicts if not verdict.removed], removed)
 
     def load(self, version: ModelVersion) -> Candidate:
         """Fetch, verify and unpickle the model ``version`` names.

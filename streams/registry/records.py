@@ -96,6 +96,7 @@ __all__ = [
     "serving_records",
     "serving_state",
     "verified",
+    "version_before",
 ]
 
 
@@ -450,6 +451,21 @@ def serving_state(records: Iterable[ModelVersion]) -> dict[str, ServingState]:
         else:
             states[record.model] = ServingState(record)
     return states
+
+
+def version_before(records: Iterable[ModelVersion], version: int) -> int | None:
+    """The newest version a trainer issued (a record that is not manual) older than ``version``,
+    among one model's ``records``: where a rollback from ``version`` goes by default. None when
+    there is none.
+
+    >>> ref = ArtifactRef(key="k", sha256="0", size=1, signature="s")
+    >>> log = [ModelVersion("sea", v, "challenger", {}, None, "", {}, {}, ref) for v in (1, 2, 3)]
+    >>> version_before(log, 3), version_before(log, 1)
+    (2, None)
+    """
+    return max(
+        (r.version for r in records if not r.is_manual and r.version < version), default=None
+    )
 
 
 def library_versions() -> dict[str, str]:

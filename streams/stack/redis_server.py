@@ -29,10 +29,12 @@ def start(
 ) -> int:
     """Start redis-server in its own session; returns its pid (not yet ready).
 
-    Persistence is append-only so a restarted server (a fault test stops and starts it)
-    comes back with its artifacts and checkpoints. With ``password``, clients must
-    authenticate (``redis://:PASSWORD@host:port/0``); with ``security``, ``port`` takes TLS
-    connections only (``rediss://USER:PASSWORD@host:port/0``) from the ACL users it names.
+    Persistence is append-only, fsynced every second, so a restarted server (a fault test
+    stops and starts it) comes back with its artifacts and checkpoints; it never evicts a key
+    (``noeviction``: a worker refuses a Redis that would, see :mod:`streams.durability`).
+    With ``password``, clients must authenticate (``redis://:PASSWORD@host:port/0``); with
+    ``security``, ``port`` takes TLS connections only (``rediss://USER:PASSWORD@host:port/0``)
+    from the ACL users it names.
     Secrets go to the server in a file only its owner can read, never on the command line,
     where any user could see them.
     """
@@ -63,6 +65,10 @@ def start(
             str(data_dir),
             "--appendonly",
             "yes",
+            "--appendfsync",
+            "everysec",
+            "--maxmemory-policy",
+            "noeviction",
             "--save",
             "",
             "--protected-mode",

@@ -22,8 +22,10 @@ match the digest the manifest names. Anything else raises :class:`CheckpointRefu
 partition then waits for an operator instead of silently starting from scratch.
 
 Claim and save are each one Lua script, so a claim reads the epoch, the manifest and the
-snapshots of one moment, and a save writes all of them or nothing. The protocol that uses these
-checkpoints is in :mod:`streams.workers.ledger`.
+snapshots of one moment, and a save writes all of them or nothing. A save waits for the
+``[redis] durability`` it is given (:mod:`streams.durability`), and one that is not as durable
+as asked in time raises :class:`~streams.durability.DurabilityNotMet`: not saved. The protocol
+that uses these checkpoints is in :mod:`streams.workers.ledger`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from typing import Any, Protocol, cast
 
 import redis
 import redis.asyncio as aioredis
+
+from streams.durability import NO_WAIT, Durability
 
 __all__ = [
     "CHECKPOINT_SCHEME",
@@ -156,12 +160,23 @@ class RedisCheckpointStore:
         The trainer workers' consumer group: groups never see each other's checkpoints.
     key
         The deployment's signing key (the one that signs artifacts).
+    durability
+        What a save must reach before it returns (``[redis] durability``).
     """
 
-    def __init__(self, client: aioredis.Redis, *, prefix: str, group: str, key: bytes) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str,
+        group: str,
+        key: bytes,
+        durability: Durability = NO_WAIT,
+    ) -> None:
         if not key:
             raise ValueError("an empty key cannot sign checkpoints")
         self._group = group
+        self._durability = durability
         self._key = key
         self._client = client
         self._namespace = checkpoint_namespace(prefix, group)
@@ -238,7 +253,8 @@ class RedisCheckpointStore:
         ``digests`` are those of the partition's snapshots saved earlier and not rewritten now
         (models that learned nothing since): the manifest covers every model of the partition.
         ``dead_letters`` is the dead-letter mark (None: the manifest names none).
-        Returns the manifest's digests, every model's.
+        Returns the manifest's digests, every model's. Raises
+        :class:`~streams.durability.DurabilityNotMet` when the save is not as durable as asked.
         """
         models = {**(digests or {}), **{m: snapshot_digest(blob) for m, blob in snapshots.items()}}
         manifest: dict[str, Any] = {
@@ -256,7 +272,12 @@ class RedisCheckpointStore:
         args: list[bytes | str | int] = [epoch, json.dumps(envelope, sort_keys=True)]
         for model, blob in snapshots.items():
             args += [model, blob]
-        if not await self._save(keys=self._keys(topic, partition), args=args):
+        saved = await self._durability.write(
+            self._client,
+            lambda client: self._save(keys=self._keys(topic, partition), args=args, client=client),
+            what=f"the checkpoint of {topic}[{partition}]",
+        )
+        if not saved:
             raise CheckpointFenced(f"{topic}[{partition}] was claimed by another worker")
         return models
 

@@ -609,7 +609,11 @@ def create_app(
     joiner = Joiner(
         redis_client,
         checkpoints=RedisCheckpointStore(
-            redis_client, prefix=settings.redis_prefix, group=group, key=key
+            redis_client,
+            prefix=settings.redis_prefix,
+            group=group,
+            key=key,
+            durability=config.redis.wait,
         ),
         specs=config.models,
         topics=topics,

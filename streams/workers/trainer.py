@@ -525,10 +525,11 @@ def create_app(
     app = worker.app
     # Timeouts, so that a Redis that hangs is an error to retry, not a stalled worker.
     client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    durability = config.redis.wait
     send: Send = worker.send
 
     async def store_artifact(artifact: Artifact) -> None:
-        await store(client, artifact)
+        await store(client, artifact, durability)
 
     async def load_artifact(record: ModelVersion) -> Any:
         # The follower verified the record's signature; the artifact is checked here, against
@@ -558,7 +559,11 @@ def create_app(
     runtime = TrainingRuntime(
         config,
         checkpoints=RedisCheckpointStore(
-            client, prefix=redis_prefix, group=config.worker.group, key=signing_key
+            client,
+            prefix=redis_prefix,
+            group=config.worker.group,
+            key=signing_key,
+            durability=durability,
         ),
         outbox=Outbox(
             send=send,

@@ -77,8 +77,14 @@ def test_health_checks(services: dict[str, Any]) -> None:
 def test_redis_persists_to_a_named_volume(services: dict[str, Any]) -> None:
     redis = services["redis"]
     assert redis["image"] == "redis:7"
-    assert "--appendonly" in redis["command"]
-    assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    options = redis["command"]
+    # Fsynced every second, and never evicting: a worker refuses a Redis that evicts keys.
+    for option, value in [
+        ("--appendonly", "yes"),
+        ("--appendfsync", "everysec"),
+        ("--maxmemory-policy", "noeviction"),
+    ]:
+        assert options[options.index(option) + 1] == value
     assert "6379:6379" in redis["ports"]
 
 

@@ -105,3 +105,30 @@ def test_invalid_yaml_is_reported_on_one_line(tmp_path):
     with pytest.raises(ConfigFileError, match="is not valid YAML") as caught:
         load_config(path, {})
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("aff", r"\[redis\] durability must be one of \['none', 'replica', 'aof'\], got 'aff' "
+         r"\(did you mean 'aof'\?\)"),
+        ("3", r"\[redis\] durability must be a non-empty string, got 3"),
+    ],
+)  # fmt: skip
+def test_a_bad_durability_names_the_levels_and_its_variable(value, message):
+    name = "DRIFTLINE__redis__durability"
+    with pytest.raises(ConfigFileError, match=message) as caught:
+        load_config(EXAMPLE, {name: value})
+    assert f"(from the environment: {name}={value})" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_durability_is_none_unless_set_and_read_from_the_file_or_the_environment(tmp_path):
+    assert load_config(EXAMPLE, {}).redis.wait.level == "none"
+    path = tmp_path / "durable.toml"
+    path.write_text(EXAMPLE.read_text() + '\n[redis]\ndurability = "replica"\n')
+    assert load_config(path, {}).redis.wait.level == "replica"
+    assert load_config(path, {"DRIFTLINE__redis__durability": "aof"}).redis.durability == "aof"
+    path.write_text(EXAMPLE.read_text() + '\n[redis]\ndurabilty = "aof"\n')
+    with pytest.raises(ConfigFileError, match=r"'durabilty' \(did you mean 'durability'\?\)"):
+        load_config(path, {})

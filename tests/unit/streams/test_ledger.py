@@ -14,11 +14,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
+import pytest
 import redis
 from faust.types import TP
 
 from streams.config import DriftlineConfig, WorkerSettings
 from streams.contract import decode_dead_letter, encode_event
+from streams.durability import DurabilityNotMet
 from streams.registry.artifacts import Artifact
 from streams.registry.records import ModelVersion
 from streams.topics import Topics
@@ -76,11 +78,12 @@ class MemoryCheckpoints:
         self.owners: dict[tuple[str, str], int] = {}
         self.saves: list[tuple[int, dict[str, bytes]]] = []
         self.down = False
+        self.failure: redis.RedisError = redis.ConnectionError("Redis is down (test)")
         self.refuse = False
 
     def _check(self) -> None:
         if self.down:
-            raise redis.ConnectionError("Redis is down (test)")
+            raise self.failure
 
     async def claim(self, topic: str, partition: int) -> Claim:
         self._check()
@@ -298,9 +301,20 @@ def test_a_crash_at_any_event_learns_every_event_exactly_once() -> None:
     assert versions == sorted(set(versions)), "I5: a version was published twice"
 
 
-def test_events_are_acknowledged_only_after_their_checkpoint_is_saved() -> None:
+@pytest.mark.parametrize(
+    "failure",
+    [
+        redis.ConnectionError("Redis is down (test)"),
+        # [redis] durability: saved by the primary, not yet by a replica or the AOF.
+        DurabilityNotMet("no replica acknowledged it (test)"),
+    ],
+)
+def test_events_are_acknowledged_only_after_their_checkpoint_is_saved(
+    failure: redis.RedisError,
+) -> None:
     """I1: an event acknowledged before its persist would be lost by a crash."""
     checkpoints, broker, artifacts = fakes()
+    checkpoints.failure = failure
     worker = Worker(checkpoints, broker, artifacts)
     events = sea_events(30)
     run(worker.feed(events[:10]))
