@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiokafka.errors
+import kafka.errors
 import orjson
 import pytest
 from faust.types import TP
@@ -183,6 +184,8 @@ class Producer:
     topics: dict[str, list[tuple[bytes, bytes]]] = field(default_factory=dict)
     refusing: int = 0
     reads: list[dict[tuple[str, int], int]] = field(default_factory=list)
+    unreadable: int = 0
+    """The next recalls that fail as kafka-python does when the broker is away."""
 
     async def send(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[Any]:
         if self.refusing:
@@ -202,6 +205,9 @@ class Producer:
     async def recall(self, starts: dict[tuple[str, int], int]) -> Tail:
         """What a new owner's recall reads of the dead-letter and predictions topics."""
         self.reads.append(dict(starts))
+        if self.unreadable:
+            self.unreadable -= 1
+            raise kafka.errors.KafkaConnectionError("broker away")
         ends = {
             (topic, 0): len(self.topics.get(topic, []))
             for topic in (TOPICS.dlq, TOPICS.predictions)
@@ -487,7 +493,9 @@ def test_an_outbox_without_a_mark_is_published_again_once_then_marked(config):
         assert producer.reads == [{}], "nothing read without a mark"
         assert _topics_of(producer) == [TOPICS.dlq, TOPICS.predictions] * 2, "sent again once"
         producer.acknowledge()
+        producer.unreadable = 2  # the claim waits for the broker rather than guess
         await joiner(config, redis, producer).owned(0)  # a crash before any checkpoint
+        assert producer.unreadable == 0
         assert producer.reads[-1] == {(TOPICS.dlq, 0): 1, (TOPICS.predictions, 0): 1}
         assert len(producer.sent) == 4, "the copies past the mark are found"
 

@@ -347,11 +347,13 @@ def test_a_replayed_decision_the_registry_holds_is_not_published_again(config):
     """I10: the claim's replay decides again what the previous owner published before its
     crash; the follower has read the registry up to its end before any claim."""
     table, joiner = ServingTable(), FakeJoiner()
-    table.put(Serving(version(1), ConstantModel(1)))
+    follower(FakeClient(), table).apply([version(1)])
     alert = GuardDecision("alert", "degraded", {"stable_version": 1, "n": 40})
     asyncio.run(runtime(config, table, joiner).decided("sea", alert))
     [(_, _, published)] = joiner.sent
-    table.decisions.add(decision_of(ModelVersion.from_json(published)))  # the follower read it
+    read = ModelVersion.from_json(published)
+    follower(FakeClient(), table).apply([version(1), read])  # a restart reads the registry
+    assert table.decisions == {decision_of(read)}
 
     after_crash = FakeJoiner()
     asyncio.run(runtime(config, table, after_crash).decided("sea", alert))
