@@ -10,6 +10,10 @@ and version as well as the bytes (:func:`trainers.serialization.signed_message`)
 write to the registry topic cannot make one model serve another model's artifact either; and
 :func:`load` checks the record's own signature first (:meth:`ModelVersion.verify`), so they
 cannot publish a record of their own that names a genuine artifact.
+
+An artifact missing from Redis (lost with it, or deleted) raises :class:`ArtifactMissing`: it
+can be rebuilt from its lineage and stored again with the same digest (``driftline registry
+restore-artifacts``, or the trainer as it learns the version again), so a reader may wait for it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,12 @@ from streams.registry.records import ArtifactRef, ModelVersion
 from trainers.errors import ArtifactIntegrityError
 from trainers.serialization import canonical_dumps, sha256_hex, sign, verify_and_load
 
-__all__ = ["Artifact", "artifact_key", "load", "store"]
+__all__ = ["Artifact", "ArtifactMissing", "artifact_key", "load", "store", "store_again"]
+
+
+class ArtifactMissing(ArtifactIntegrityError):
+    """Redis holds nothing under the key a record names: the artifact may come back (the same
+    bytes, stored again), unlike altered or unsigned bytes."""
 
 
 def artifact_key(prefix: str, sha256: str) -> str:
@@ -94,16 +103,27 @@ async def store(
     )
 
 
+def store_again(client: redis.Redis, artifact: Artifact) -> bool:
+    """:func:`store` through a blocking client: for an artifact rebuilt after it went missing.
+
+    A plain ``SET NX`` (a trainer that learned the version again meanwhile stored the same
+    bytes), acknowledged by the primary alone: it does not wait for ``[redis] durability``, which
+    is the workers' configuration. True when Redis did not hold the artifact yet.
+    """
+    return bool(client.set(artifact.ref.key, artifact.blob, nx=True))
+
+
 def load(client: redis.Redis, record: ModelVersion, *, key: bytes) -> Any:
     """Fetch the artifact ``record`` names; unpickle it only if the record and the artifact both
     check out.
 
     Raises :class:`~streams.registry.records.RecordSignatureError` for a record nobody with
     ``key`` signed, and :class:`~trainers.errors.ArtifactIntegrityError` for a missing, altered
-    or unsigned artifact, one signed with another key, or one signed as another model or version.
+    or unsigned artifact, one signed with another key, or one signed as another model or version
+    (its subclass :class:`ArtifactMissing` for a missing one).
     """
     record.verify(key)
     blob = client.get(record.artifact.key)
     if not isinstance(blob, bytes):
-        raise ArtifactIntegrityError(f"missing: no artifact under {record.artifact.key}")
+        raise ArtifactMissing(f"missing: no artifact under {record.artifact.key}")
     return Artifact(blob, record.artifact).load(model=record.model, version=record.version, key=key)

@@ -14,6 +14,7 @@
     driftline registry verify MODEL VERSION [--config FILE]  # learn it again: same sha256?
     driftline registry dataset MODEL VERSION -o FILE         # its training events, JSON lines
     driftline registry prune-artifacts [MODEL] [--keep N] [--older-than 90d] [--dry-run]
+    driftline registry restore-artifacts [MODEL]             # rebuild the artifacts Redis lost
 
 A version is written as the tables print it, ``v2``, or as a bare ``2``.
 
@@ -29,7 +30,11 @@ It needs a Redis user that may delete driftline's keys.
 first point where the replay diverged; it exits with status 1 on a mismatch. ``--config FILE``
 replays under that file's configuration of the model instead of the recorded one (and takes the
 file's ``[worker] max_event_bytes``). ``dataset`` writes the events the version learned, in
-learning order, one event of the wire contract per line.
+learning order, one event of the wire contract per line. ``restore-artifacts`` replays, as
+``verify`` does, each version (of MODEL, or of every model) whose artifact Redis no longer holds,
+and stores the rebuilt artifact again when it has the recorded sha256; one line per version
+(``present``, ``restored``, ``diverged``: nothing stored, ``cannot``: why), exit status 1 when an
+artifact is still missing.
 
 ``show MODEL`` follows the stable record with what serves beside it (the trial: version, arm,
 fraction) and a live section: per (version, arm), the events served, the outcomes joined and the
@@ -216,6 +221,11 @@ def add_registry_parser(
         help="keep the versions issued less than AGE ago (90d, 12h)",
     )
     prune.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    restore = actions.add_parser(
+        "restore-artifacts",
+        help="rebuild from their lineage the artifacts missing from Redis, and store them again",
+    )
+    restore.add_argument("model", nargs="?", default=None, help="default: every model")
     registry.set_defaults(handler=handler)
 
 
@@ -568,6 +578,19 @@ def _prune_artifacts(client: RegistryClient, args: argparse.Namespace) -> None:
     )
 
 
+def _restore_artifacts(client: RegistryClient, args: argparse.Namespace) -> int:
+    from streams.config import WorkerSettings
+
+    missing = 0
+    # One line per version as soon as it is known: a replay can take a while.
+    for restoration in client.restore_artifacts(
+        args.model, max_event_bytes=WorkerSettings().max_event_bytes
+    ):
+        print(restoration, flush=True)
+        missing += not restoration.stored
+    return 1 if missing else 0
+
+
 _ACTIONS: dict[str, Callable[[RegistryClient, argparse.Namespace], int | None]] = {
     "ls": _ls,
     "show": _show,
@@ -579,4 +602,5 @@ _ACTIONS: dict[str, Callable[[RegistryClient, argparse.Namespace], int | None]] 
     "verify": _verify,
     "dataset": _dataset,
     "prune-artifacts": _prune_artifacts,
+    "restore-artifacts": _restore_artifacts,
 }

@@ -8,6 +8,8 @@
 - ``subscribe()``: each new record as it is published (from now, or from the beginning);
 - ``load(record)``: the model itself, unpickled only after the record's signature and the
   artifact's digest and signature check out;
+- ``replay(model, version)``: learn a version again from its lineage (``registry verify``), and
+  ``restore_artifacts(model)``: store again, so rebuilt, the artifacts Redis lost;
 - ``promote(model, version, reason=...)``, ``rollback(model, to=..., reason=...)``: publish a
   signed manual record (see :func:`streams.registry.records.manual_record`); they never issue
   version numbers;
@@ -34,7 +36,7 @@ Every default comes from the environment, like the workers' (:class:`streams.set
 (or ``..._FILE``) and, for manual records on a plaintext cluster, ``DRIFTLINE_OPERATOR``: on an
 authenticated connection a manual record's ``operator`` is the principal the broker knows the
 client as (:func:`streams.settings.authenticated_principal`), with ``operator_verified: true``.
-Redis is only needed by ``load``, ``replay`` and ``prune_artifacts``.
+Redis is only needed by ``load``, ``replay``, ``prune_artifacts`` and ``restore_artifacts``.
 
 Reading the history scans the registry topic from its beginning on every call: the registry
 holds one small record per promotion, and a fresh scan is never stale. ``live`` scans the metrics
@@ -76,7 +78,7 @@ from trainers.errors import ArtifactIntegrityError
 
 if TYPE_CHECKING:
     from streams.registry.retention import Pruning, Retention
-    from streams.registry.verify import Replay
+    from streams.registry.verify import Replay, Restoration
 
 __all__ = [
     "LIVE_KIND",
@@ -433,6 +435,33 @@ class RegistryClient(ClosedOnExit):
         )
         removed = prune(self._redis_client(), verdicts, dry_run=dry_run)
         return Pruning([verdict for verdict in verdicts if not verdict.removed], removed)
+
+    def restore_artifacts(
+        self, model: str | None = None, *, max_event_bytes: int
+    ) -> Iterator[Restoration]:
+        """Rebuild from its lineage and store again the artifact of each version of ``model``
+        (of every model by default) missing from Redis; what was done with each version, in
+        version order (:func:`streams.registry.verify.restore_artifacts`).
+
+        ``max_event_bytes`` is the workers' limit on an event's size: a bigger event was
+        dead-lettered, not learned. For example::
+
+            for restoration in client.restore_artifacts("sea", max_event_bytes=1_048_576):
+                print(restoration)
+            # sea v1: present, sha256 9f2c...
+            # sea v2: restored, sha256 41d7... rebuilt from 21000 events
+        """
+        from streams.registry.verify import restore_artifacts
+
+        return restore_artifacts(
+            model,
+            kafka=self.kafka,
+            registry_topic=self.topic,
+            signing_key=self._key(),
+            redis_client=self._redis_client(),
+            redis_prefix=self.redis_prefix,
+            max_event_bytes=max_event_bytes,
+        )
 
     def load(self, version: ModelVersion) -> Candidate:
         """Fetch, verify and unpickle the model ``version`` names.

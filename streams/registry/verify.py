@@ -29,13 +29,18 @@ dataset MODEL VERSION -o FILE`` do. For the trainer's record of the version, it
 
 The data is never copied anywhere: the labeled topic is the dataset, which is why it keeps its
 records forever by default (see :mod:`streams.admin`).
+
+:func:`restore_artifacts` is ``driftline registry restore-artifacts [MODEL]``: the same replay
+for each version whose artifact Redis lost, storing the rebuilt artifact again only when the
+replay matches the record (the same SHA-256, so the same key and signature).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import redis
@@ -49,7 +54,7 @@ from streams.contract import (
     record_coordinate,
 )
 from streams.registry import artifacts
-from streams.registry.client import RegistryError
+from streams.registry.client import RegistryError, UnknownModelError
 from streams.registry.records import NEW_VERSION_KINDS, ModelVersion, read_registry
 from trainers.errors import ArtifactIntegrityError, LabelError
 from trainers.serialization import canonical_dumps, sha256_hex
@@ -61,9 +66,11 @@ __all__ = [
     "LineageMissing",
     "MissingRange",
     "Replay",
+    "Restoration",
     "Unverifiable",
     "VerifyError",
     "replay",
+    "restore_artifacts",
 ]
 
 # Seconds to wait for the next record of a range the log says exists.
@@ -111,7 +118,8 @@ class Divergence:
 @dataclass(frozen=True)
 class Replay:
     """What replaying a version gave: the recorded and replayed artifact digests, the events
-    learned, the versions compared, and the first divergence (None when everything matched)."""
+    learned, the versions compared, the first divergence (None when everything matched), and
+    the replayed estimator (None when the replay did not issue the version)."""
 
     model: str
     version: int
@@ -120,6 +128,7 @@ class Replay:
     events: int
     compared: tuple[int, ...]
     divergence: Divergence | None
+    estimator: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def matches(self) -> bool:
@@ -220,6 +229,123 @@ def replay(
     return _result(target, None, timeline.trainer, tuple(compared), first_divergence or divergence)
 
 
+@dataclass(frozen=True)
+class Restoration:
+    """What :func:`restore_artifacts` found or did for one version's artifact.
+
+    ``status`` is ``present`` (Redis holds it), ``restored`` (rebuilt and stored again),
+    ``diverged`` (the replay gave other bytes: nothing stored) or ``cannot`` (the version cannot
+    be replayed); ``detail`` says with which digest, or why.
+
+    >>> str(Restoration("sea", 2, "present", "sha256 ab12"))
+    'sea v2: present, sha256 ab12'
+    """
+
+    model: str
+    version: int
+    status: Literal["present", "restored", "diverged", "cannot"]
+    detail: str
+
+    @property
+    def stored(self) -> bool:
+        """Whether Redis holds the artifact now."""
+        return self.status in ("present", "restored")
+
+    def __str__(self) -> str:
+        return f"{self.model} v{self.version}: {self.status}, {self.detail}"
+
+
+def restore_artifacts(
+    model: str | None,
+    *,
+    kafka: Mapping[str, Any],
+    registry_topic: str,
+    signing_key: bytes,
+    redis_client: redis.Redis,
+    redis_prefix: str,
+    max_event_bytes: int,
+) -> Iterator[Restoration]:
+    """Rebuild and store again the artifact of every version of `model` (of every model when
+    None) that Redis no longer holds, as :func:`replay` learns it; one :class:`Restoration` per
+    version, in version order.
+
+    Versions go oldest first, so that an artifact a later version's replay needs (one its
+    trainer adopted) is back before that replay. A rebuilt artifact is stored only when the
+    replay matches the record: then its digest, key and signature are the record's.
+
+    Parameters
+    ----------
+    kafka, registry_topic, signing_key, max_event_bytes
+        As for :func:`replay`.
+    redis_client
+        Where artifacts are stored.
+    redis_prefix
+        Namespace of the deployment's Redis keys: a rebuilt artifact's key is in it.
+
+    """
+    records = list(read_registry(registry_topic, kafka, key=signing_key))
+    models = sorted({record.model for record in records}) if model is None else [model]
+    for name in models:
+        issued = _issued(records, name)
+        if not issued and model is not None:
+            raise UnknownModelError(name)
+        for version in sorted(issued):
+            record = issued[version]
+            if redis_client.exists(record.artifact.key):
+                yield Restoration(name, version, "present", f"sha256 {record.artifact.sha256}")
+                continue
+            try:
+                result = replay(
+                    name,
+                    version,
+                    kafka=kafka,
+                    registry_topic=registry_topic,
+                    signing_key=signing_key,
+                    redis_client=redis_client,
+                    max_event_bytes=max_event_bytes,
+                )
+            except VerifyError as error:
+                yield Restoration(name, version, "cannot", str(error))
+                continue
+            yield _store_replayed(record, result, redis_client, redis_prefix, signing_key)
+
+
+def _store_replayed(
+    record: ModelVersion,
+    result: Replay,
+    redis_client: redis.Redis,
+    redis_prefix: str,
+    signing_key: bytes,
+) -> Restoration:
+    """Store the artifact `result` rebuilt for `record`, if it is the one the record names."""
+    model, version = record.model, record.version
+    if not result.matches or result.estimator is None:
+        why = result.divergence or (
+            f"the replay gives sha256 {result.replayed_sha256}, the record names "
+            f"{result.recorded_sha256}"
+        )
+        return Restoration(model, version, "diverged", f"not stored: {why}")
+    artifact = artifacts.Artifact.pack(
+        result.estimator, model=model, version=version, prefix=redis_prefix, key=signing_key
+    )
+    if artifact.ref != record.artifact:
+        # The digest matched, and signatures are deterministic: only the namespace can differ.
+        return Restoration(
+            model,
+            version,
+            "cannot",
+            f"rebuilt under {artifact.ref.key}, not the record's {record.artifact.key} (is "
+            "DRIFTLINE_REDIS_PREFIX that of this deployment?)",
+        )
+    artifacts.store_again(redis_client, artifact)
+    return Restoration(
+        model,
+        version,
+        "restored",
+        f"sha256 {record.artifact.sha256} rebuilt from {result.events} events",
+    )
+
+
 def _issued(records: list[ModelVersion], model: str) -> dict[int, ModelVersion]:
     """The trainer's record of each version of `model` (an operator's trial repeats one)."""
     issued: dict[int, ModelVersion] = {}
@@ -236,11 +362,8 @@ def _result(
     compared: tuple[int, ...],
     divergence: Divergence | None,
 ) -> Replay:
-    replayed = (
-        _artifact_sha256(promotion)
-        if promotion is not None and promotion.version == target.version
-        else None
-    )
+    issued = promotion if promotion is not None and promotion.version == target.version else None
+    replayed = None if issued is None else _artifact_sha256(issued)
     if divergence is None:
         divergence = _selection_divergence(target, trainer)
     return Replay(
@@ -251,6 +374,7 @@ def _result(
         events=trainer.events,
         compared=compared,
         divergence=divergence,
+        estimator=None if issued is None else issued.estimator,
     )
 
 

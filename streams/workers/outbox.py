@@ -38,7 +38,12 @@ Invariants, checked here and raised as :class:`~streams.workers.ledger.Invariant
 - **I5** each (model, version) and each notice (model, sequence) is published at most once: a
   promotion at or below the version already in the registry, or a notice at or below the
   sequence already there (a replay after a crash re-issues the same deterministic versions and
-  notices), is dropped before packing, and a send of one is refused.
+  notices), is never published again, and a send of one is refused.
+
+A promotion the registry holds already is still packed when the registry has the trainer's record
+of its version: with the same artifact SHA-256, the artifact is stored again if Redis lost it; with
+another, one ``diverged`` error line names both digests (the learning went elsewhere than the
+published version) and nothing is stored.
 
 The ledger keeps I6 with it: no checkpoint while a tracked record is unacknowledged
 (:attr:`Outbox.undelivered`).
@@ -54,7 +59,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from streams.registry.artifacts import Artifact
-from streams.registry.records import ModelVersion
+from streams.registry.records import NEW_VERSION_KINDS, ModelVersion
 from streams.workers.invariants import InvariantViolated
 from trainers.actions import Notice
 from trainers.trainer import Promotion
@@ -120,6 +125,10 @@ class Outbox:
         record after the producer's retries, send it again later".
     on_published
         Called with each record once the broker has it (the metrics count promotions there).
+    holds_artifact
+        Whether Redis holds an artifact (raises as ``store_artifact`` does): a version learned
+        again has its artifact stored again only when Redis lost it. None stores it every time
+        (idempotent), without telling a lost artifact from a present one.
     """
 
     def __init__(
@@ -133,10 +142,12 @@ class Outbox:
         store_errors: tuple[type[Exception], ...],
         delivery_errors: tuple[type[Exception], ...],
         on_published: Callable[[ModelVersion], None] | None = None,
+        holds_artifact: Callable[[Artifact], Awaitable[bool]] | None = None,
     ) -> None:
         self._on_published = on_published
         self._send = send
         self._store_artifact = store_artifact
+        self._holds_artifact = holds_artifact
         self._registry_topic = registry_topic
         self._key = signing_key
         self._prefix = redis_prefix
@@ -155,6 +166,9 @@ class Outbox:
         """The highest version of each model known to be in the registry."""
         self.noticed: dict[str, int] = {}
         """The highest notice sequence of each model known to be in the registry."""
+        self.recorded: dict[tuple[str, int], str] = {}
+        """The artifact SHA-256 of the trainer's record of each (model, version) in the
+        registry."""
 
     @property
     def undelivered(self) -> int:
@@ -185,6 +199,9 @@ class Outbox:
                 self.published[record.model] = max(
                     self.published.get(record.model, 0), record.version
                 )
+            if record.kind in NEW_VERSION_KINDS and record.operator is None:
+                # The first is the trainer's: an operator's trial of the version repeats it.
+                self.recorded.setdefault((record.model, record.version), record.artifact.sha256)
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
         """Step 1 for a record the next checkpoint must see delivered (a dead letter)."""
@@ -242,18 +259,71 @@ class Outbox:
     async def promote(self, promotion: Promotion) -> None:
         """Queue ``promotion`` (step 1, pack) and try to publish every waiting record."""
         if promotion.version <= self.published.get(promotion.model, 0):
-            log.info("%s v%d is already in the registry", promotion.model, promotion.version)
+            await self._rederived(promotion)
             return
-        artifact = Artifact.pack(
+        artifact = self._pack(promotion)
+        record = ModelVersion.from_promotion(promotion, artifact.ref).signed(self._key)
+        self._waiting.append((record, artifact))
+        await self.publish_waiting()
+
+    def _pack(self, promotion: Promotion) -> Artifact:
+        return Artifact.pack(
             promotion.estimator,
             model=promotion.model,
             version=promotion.version,
             prefix=self._prefix,
             key=self._key,
         )
-        record = ModelVersion.from_promotion(promotion, artifact.ref).signed(self._key)
-        self._waiting.append((record, artifact))
-        await self.publish_waiting()
+
+    async def _rederived(self, promotion: Promotion) -> None:
+        """A version the registry holds, learned again (a replay): store its artifact again if
+        Redis lost it, or say that the learning diverged from it."""
+        model, version = promotion.model, promotion.version
+        recorded = self.recorded.get((model, version))
+        if recorded is None:
+            # Only a version number, not the trainer's record of it (never read): nothing to
+            # compare with.
+            log.info("%s v%d is already in the registry", model, version)
+            return
+        artifact = self._pack(promotion)
+        if artifact.ref.sha256 != recorded:
+            # Stopping the partition here is for later; for now the operator is told, loudly.
+            log.error(
+                "diverged: %s v%d learned again gives artifact sha256 %s, the registry's record "
+                "names %s; not stored",
+                model,
+                version,
+                artifact.ref.sha256,
+                recorded,
+            )
+            return
+        try:
+            if self._holds_artifact is not None and await self._holds_artifact(artifact):
+                log.info("%s v%d is already in the registry", model, version)
+                return
+            await self._store_artifact(artifact)
+        except self._store_errors as error:
+            # Not queued: the version is published, and `registry restore-artifacts` (or the
+            # next replay) can still store it.
+            log.error(
+                "%s v%d is already in the registry; its artifact cannot be checked in Redis (%s)",
+                model,
+                version,
+                error,
+            )
+            return
+        if self._holds_artifact is None:
+            log.info(
+                "%s v%d is already in the registry (its artifact stored again)", model, version
+            )
+        else:
+            log.warning(
+                "%s v%d: its artifact was missing from Redis, learned again and stored again "
+                "(sha256 %s)",
+                model,
+                version,
+                recorded,
+            )
 
     async def notify(self, notice: Notice, *, version: int) -> None:
         """Queue a drift or action ``notice``, made while ``version`` served, behind the waiting

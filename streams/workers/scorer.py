@@ -11,7 +11,9 @@ Serving. A :class:`RegistryFollower` thread reads the registry topic from its be
 a :class:`ServingTable`: per model, its stable version and the version on trial beside it, if any
 (:func:`streams.registry.records.serving_state`). Each artifact is fetched from Redis, checked
 (digest, signature) and only then unpickled; one that fails is refused, logged, and the model
-keeps what it served. A swap falls between two events, with no restart, and scoring starts only
+keeps what it served. A missing artifact (Redis lost it) may come back, stored again with the
+same digest: it is looked up again with a backoff (1 s, doubling up to 60 s), logged once, and
+served once it is back. A swap falls between two events, with no restart, and scoring starts only
 once the registry has been read as it was when the worker started. An event is served by the
 stable version (arm ``stable``), or, for a canary, by the trial when a hash of its ``event_id``
 falls in the canary's fraction (arm ``canary``: an event always gets the same arm); a shadow
@@ -70,6 +72,7 @@ from streams.contract import (
     decode_unlabeled_record,
 )
 from streams.metrics import ScorerMetrics
+from streams.registry.artifacts import ArtifactMissing
 from streams.registry.client import RegistryClient, RegistrySubscription
 from streams.registry.records import (
     INFORMATIONAL_KINDS,
@@ -107,6 +110,17 @@ _READY_WARNING_EVERY = 10.0
 
 # How often pending predictions and outcomes are checked against their horizon.
 SWEEP_SECONDS = 1.0
+
+# Seconds before a missing artifact is looked up again, doubling up to the second.
+MISSING_RETRY_SECONDS = (1.0, 60.0)
+
+
+@dataclass
+class _Missing:
+    """An artifact Redis did not hold: when to look it up again, after how long a wait."""
+
+    due: float
+    delay: float
 
 
 @dataclass(frozen=True)
@@ -170,6 +184,8 @@ class RegistryFollower(threading.Thread):
 
     It never stops on bad data: a malformed record is skipped, an artifact that fails its checks
     is refused, and a broken connection is reopened (reading the registry again from its start).
+    A missing artifact is looked up again after ``retry`` seconds (first wait, longest wait),
+    doubling, until it loads; ``clock`` times the waits.
     """
 
     def __init__(
@@ -180,6 +196,8 @@ class RegistryFollower(threading.Thread):
         *,
         poll_timeout: float = 0.5,
         metrics: ScorerMetrics | None = None,
+        retry: tuple[float, float] = MISSING_RETRY_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(name="driftline-registry-follower", daemon=True)
         self.metrics = metrics
@@ -188,7 +206,12 @@ class RegistryFollower(threading.Thread):
         self.models = frozenset(models)
         self.poll_timeout = poll_timeout
         self.records: list[ModelVersion] = []
+        self.retry = retry
+        self.clock = clock
         self._stopping = threading.Event()
+        # Per artifact key, the missing artifacts wanted since the last retry.
+        self._missing: dict[str, _Missing] = {}
+        self._wanted: set[str] = set()
 
     def run(self) -> None:
         while not self._stopping.is_set():
@@ -209,6 +232,8 @@ class RegistryFollower(threading.Thread):
             records = subscription.poll(self.poll_timeout)
             if records:
                 self.apply(records)
+            else:
+                self.retry_missing()
             self.table.refused.update(subscription.refused)
             if not self.table.ready.is_set() and subscription.caught_up:
                 log.info("registry read up to its end; scoring can start")
@@ -234,7 +259,9 @@ class RegistryFollower(threading.Thread):
                     and record.kind not in TRIAL_KINDS | INFORMATIONAL_KINDS
                     and record.version != state.stable.version
                 ]
-                if not any(self._serve(record) for record in reversed(earlier)):
+                served = any(self._serve(record) for record in reversed(earlier))
+                # A missing artifact said so once already, and is retried: not at every retry.
+                if not served and state.stable.artifact.key not in self._missing:
                     log.error("%s keeps serving its previous version", model)
             trial = self.table.trial(model)
             if state.trial is None:
@@ -242,12 +269,32 @@ class RegistryFollower(threading.Thread):
             elif trial is None or trial.record != state.trial:
                 self.table.put_trial(model, self._load(state.trial, trial))
 
+    def retry_missing(self) -> None:
+        """Serve what the registry says again once a missing artifact's wait is over (see
+        :meth:`_load`); forget the missing artifacts nothing wants any more."""
+        now = self.clock()
+        if all(missing.due > now for missing in self._missing.values()):
+            return
+        self._wanted.clear()
+        self.apply([])
+        for key in self._missing.keys() - self._wanted:
+            del self._missing[key]
+
     def _load(self, record: ModelVersion, current: Serving | None) -> Serving | None:
         if current is not None and current.record.artifact == record.artifact:
             # The very bytes and signature already verified, under a new record: no reload.
             return Serving(record, current.model)
+        key = record.artifact.key
+        missing = self._missing.get(key)
+        if missing is not None:
+            self._wanted.add(key)
+            if self.clock() < missing.due:
+                return None
         try:
             model = self.client.load(record)
+        except ArtifactMissing as error:
+            self._missed(record, missing, error)
+            return None
         except ArtifactIntegrityError as error:
             log.error("refusing %s v%d (%s): %s", record.model, record.version, record.kind, error)
             if self.metrics is not None:
@@ -261,9 +308,36 @@ class RegistryFollower(threading.Thread):
             record.kind,
             record.reason,
         )
+        if missing is not None:
+            del self._missing[key]
+            log.info("%s v%d: its artifact is back in Redis", record.model, record.version)
         if self.metrics is not None:
             self.metrics.swapped(record.model, "trial" if record.kind in TRIAL_KINDS else "stable")
         return Serving(record, model)
+
+    def _missed(self, record: ModelVersion, missing: _Missing | None, error: Exception) -> None:
+        """Wait longer before looking up again an artifact still missing; log only the first
+        time, so that a long loss is one line, not one per retry."""
+        first, longest = self.retry
+        if missing is not None:
+            missing.delay = min(missing.delay * 2, longest)
+            missing.due = self.clock() + missing.delay
+            return
+        self._missing[record.artifact.key] = _Missing(self.clock() + first, first)
+        self._wanted.add(record.artifact.key)
+        log.error(
+            "refusing %s v%d (%s) until its artifact is back: %s; the model keeps what it "
+            "served, and the artifact is looked up again after %g s, then ever less often (up "
+            "to every %g s)",
+            record.model,
+            record.version,
+            record.kind,
+            error,
+            first,
+            longest,
+        )
+        if self.metrics is not None:
+            self.metrics.refused(record.model)
 
     def _serve(self, record: ModelVersion) -> bool:
         current = self.table.get(record.model)

@@ -531,6 +531,9 @@ def create_app(
     async def store_artifact(artifact: Artifact) -> None:
         await store(client, artifact, durability)
 
+    async def holds_artifact(artifact: Artifact) -> bool:
+        return bool(await client.exists(artifact.ref.key))
+
     async def load_artifact(record: ModelVersion) -> Any:
         # The follower verified the record's signature; the artifact is checked here, against
         # the record, before anything is unpickled.
@@ -568,6 +571,7 @@ def create_app(
         outbox=Outbox(
             send=send,
             store_artifact=store_artifact,
+            holds_artifact=holds_artifact,
             registry_topic=topics.registry,
             signing_key=signing_key,
             redis_prefix=redis_prefix,

@@ -46,6 +46,7 @@ def outbox(broker, artifacts) -> Outbox:
     return Outbox(
         send=broker.send,
         store_artifact=artifacts.store,
+        holds_artifact=artifacts.holds,
         registry_topic=TOPICS.registry,
         signing_key=KEY,
         redis_prefix="test:",

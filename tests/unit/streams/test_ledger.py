@@ -181,6 +181,11 @@ class ArtifactStore:
             raise redis.ConnectionError("Redis is down (test)")
         self.stored[artifact.ref.sha256] = artifact.blob
 
+    async def holds(self, artifact: Artifact) -> bool:
+        if self.down:
+            raise redis.ConnectionError("Redis is down (test)")
+        return artifact.ref.sha256 in self.stored
+
 
 class Consumer:
     def __init__(self) -> None:
@@ -222,6 +227,7 @@ class Worker:
             outbox=Outbox(
                 send=broker.send,
                 store_artifact=artifacts.store,
+                holds_artifact=artifacts.holds,
                 registry_topic=TOPICS.registry,
                 signing_key=KEY,
                 redis_prefix="test:",
