@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import redis
-from pipeline import wait_for
+from pipeline import Deployment, wait_for
 from registry_helpers import (
     CreatesFile,
     Scoring,
@@ -22,6 +22,7 @@ from registry_helpers import (
     train_sea,
 )
 
+from streams.admin import ensure_topics
 from streams.registry.artifacts import Artifact
 from streams.registry.client import RegistryClient
 
@@ -47,6 +48,13 @@ def assert_each_event_scored_once(predictions: list[dict[str, Any]], sent: list[
 def test_scores_every_event_once_while_following_the_trainers_promotions(
     driftline_env, spawn, scoring
 ):
+    # The topics exist before the first event, as a deployment creates them: a topic the broker
+    # creates on the first write gets one partition, and the workers refuse an unlabeled topic
+    # whose partitions differ from the outcomes' (streams.admin's start check).
+    deployment = Deployment(driftline_env)
+    ensure_topics(
+        deployment.topics, deployment.kafka, partitions=deployment.config().worker.partitions
+    )
     spawn("score", "--config", "examples/sea.toml", "--max-wait", "45", name="scorer")
     # Sent before any version exists: they wait for the first one rather than being dropped.
     scoring.send(200)
