@@ -411,14 +411,17 @@ def role_acls(topics: Topics, *, trainer_group: str, scorer_group: str) -> list[
     worker(
         "trainer",
         trainer_group,
-        # The registry too: a trainer resumes its version numbers from it.
-        reads=(*events, topics.registry),
+        # The registry too: a trainer resumes its version numbers from it. The dead letters: a
+        # trainer that claims a partition reads what its predecessor dead-lettered past the
+        # checkpoint, so as not to publish it twice (streams.workers.deadletters).
+        reads=(*events, topics.registry, topics.dlq),
         writes=(topics.registry, topics.dlq, topics.metrics),
     )
     worker(
         "scorer",
         scorer_group,
-        reads=(*events, topics.registry),
+        # Its own outputs too, for the same reason as the trainer's dead letters.
+        reads=(*events, topics.registry, topics.dlq, topics.predictions),
         writes=(topics.predictions, topics.labeled, topics.dlq, topics.metrics, topics.registry),
     )
     allow("operator", ("READ", "WRITE", "DESCRIBE"), "TOPIC", topics.registry)

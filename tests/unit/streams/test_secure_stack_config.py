@@ -64,8 +64,10 @@ def test_producers_write_the_event_topics_and_nothing_else() -> None:
 
 def test_each_worker_reads_what_it_consumes_in_its_own_group() -> None:
     assert allowed("trainer", "READ") == {
-        TOPICS.labeled, TOPICS.unlabeled, TOPICS.outcomes, TOPICS.registry,
+        TOPICS.labeled, TOPICS.unlabeled, TOPICS.outcomes, TOPICS.registry, TOPICS.dlq,
     }  # fmt: skip
+    # A worker reads back its own outputs past its checkpoint's mark, so as not to publish twice.
+    assert {TOPICS.dlq, TOPICS.predictions} <= allowed("scorer", "READ")
     assert TOPICS.predictions in allowed("scorer", "WRITE")
     assert TOPICS.predictions not in allowed("trainer", "WRITE")
     groups = {(g.principal, g.name) for g in GRANTS if g.resource == "GROUP"}
