@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pipeline import Deployment
 from registry_helpers import Scoring
 
+from streams.admin import ensure_topics
 from streams.stack import redis_server as local_redis
 from streams.stack.process import free_port, stop
 
@@ -59,6 +61,13 @@ def test_secrets_never_appear_in_debug_logs_or_cli_output(
         "KAFKA_SASL_PLAIN_PASSWORD": KAFKA_PASSWORD,
     }
     config = ("--config", "examples/sea.toml", "--log-level", "debug")
+    # The topics exist before the first event, as a deployment creates them (the events to
+    # score below would otherwise race the workers and create a one-partition unlabeled topic,
+    # which the workers refuse beside a four-partition outcomes topic).
+    deployment = Deployment(driftline_env)
+    ensure_topics(
+        deployment.topics, deployment.kafka, partitions=deployment.config().worker.partitions
+    )
     trainer = spawn("worker", *config, env=env, name="trainer")
     scorer = spawn("score", *config, env=env, name="scorer")
     spawn("produce", "--synthetic", "sea", "--events", "2000", "--quiet", env=env)

@@ -127,7 +127,9 @@ def test_a_three_node_cluster_keeps_accepting_writes_when_a_leader_is_killed(
     finally:
         down = driftline("stack", "down", env=env)
     assert down.returncode == 0, down.stderr
-    assert "forcibly" not in down.stderr, down.stderr
+    # No "forcibly" check here: with the controller stopped above, two voters are left, and the
+    # last of them to shut down has no quorum to finish its controlled shutdown, so `down` may
+    # have to SIGKILL it after its timeout (it says so). What matters is that nothing is left.
     assert not any(is_alive(pid) for pid in pids)
     assert processes_of(state_dir) == []
     assert driftline("stack", "status", env=env).returncode == 1
