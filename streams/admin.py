@@ -38,6 +38,7 @@ topics created from then on.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +72,11 @@ KEEP_FOREVER = {"retention.ms": str(FOREVER), "retention.bytes": str(FOREVER)}
 #: A dead letter carries its original bytes in base64 (4/3 of their size): an event just under
 #: the broker's default 1 MiB limit must still fit.
 DEAD_LETTER_MAX_BYTES = 4 * 1024 * 1024
+#: How long a topic the cluster describes without partitions (just created) is described again.
+DESCRIBE_TIMEOUT_SECONDS = 10.0
+# No error, UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE: a topic the metadata has not caught
+# up with yet.
+_NOT_PROPAGATED_YET = frozenset({0, 3, 5})
 #: Partitions of the events topics unless configured (``[worker] partitions``).
 DEFAULT_PARTITIONS = 4
 #: Replicas and in-sync replicas a topic gets by default, at most (fewer brokers: one per broker).
@@ -265,10 +271,7 @@ def ensure_topics(
         settings = settings.resolved(len(brokers))
         wanted = _wanted(topics, settings)
         _create_missing(admin, wanted, existing=set(admin.list_topics()))
-        described = {
-            topic["name"]: topic["partitions"]
-            for topic in admin.describe_topics([topic.name for topic in wanted])
-        }
+        described = _partitions(admin, [topic.name for topic in wanted])
         configs, unread = _configs(admin, wanted)
     finally:
         admin.close()
@@ -284,6 +287,37 @@ def ensure_topics(
     if problems:
         raise TopicError(_one_line(problems))
     return TopicCheck(settings, warnings)
+
+
+def _partitions(
+    admin: KafkaAdminClient, names: list[str], *, timeout: float = DESCRIBE_TIMEOUT_SECONDS
+) -> dict[str, list[dict[str, Any]]]:
+    """The partitions of each topic of ``names``, as the cluster describes them.
+
+    A topic created a moment ago may be described with no partitions yet, until the controller's
+    metadata reaches the broker that answers (seen on a 3-node cluster right after a node came
+    back): it is described again, every 0.2 s for up to ``timeout`` seconds, rather than checked
+    as a topic without partitions.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        topics = {topic["name"]: topic for topic in admin.describe_topics(names)}
+        described = {name: topic["partitions"] for name, topic in topics.items()}
+        # Not one this worker may not describe (its ACLs): that one waits for nothing.
+        pending = sorted(
+            name
+            for name in names
+            if not described.get(name)
+            and topics.get(name, {}).get("error_code", 0) in _NOT_PROPAGATED_YET
+        )
+        if not pending:
+            return described
+        if time.monotonic() >= deadline:
+            raise TopicError(
+                f"the cluster describes no partitions of {', '.join(pending)} after "
+                f"{timeout:.0f} s: retry the start once the cluster's metadata has settled"
+            )
+        time.sleep(0.2)
 
 
 def _one_line(problems: list[str]) -> str:

@@ -13,6 +13,7 @@ every event learned, predicted and joined once, every bad record dead-lettered o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -32,13 +33,23 @@ from broker_faults import (
     registry_summary,
 )
 from conftest import _deployment_env, _driftline_processes
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.partitioner.default import murmur2
-from pipeline import Deployment
+from pipeline import Deployment, wait_for
 
-from streams.stack.cluster import active_controller, group_coordinator, partition_leader
+from streams.stack.cluster import (
+    active_controller,
+    group_coordinator,
+    in_sync_replicas,
+    partition_leader,
+)
+from streams.stack.process import StackError
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
+PROBE_TOPIC = "driftline-test-every-node-in-sync"
 STALLED = "Kafka has acknowledged none of this worker's"
 RESUMED = "Kafka acknowledges this worker's records again"
 TARGETS = ("labeled-leader", "registry-leader", "trainers-coordinator", "active-controller")
@@ -48,9 +59,31 @@ TARGETS = ("labeled-leader", "registry-leader", "trainers-coordinator", "active-
 def cluster(kafka_cluster: Any) -> Iterator[Any]:
     """The session's 3-node cluster, every node running again after the test."""
     stack = kafka_cluster.node_control()
+    # A node restarted after the last test answers before the controller unfences it and before
+    # it is back in sync: until then the cluster cannot place three replicas of a new topic.
+    kafka = {"bootstrap_servers": kafka_cluster.kafka_bootstrap}
+    wait_for(
+        lambda: _every_node_in_sync(kafka, sorted(stack.node_ids())),
+        timeout=120,
+        what="every node in sync",
+        every=0.5,
+    )
     yield kafka_cluster
     for node in stack.node_ids():
         stack.start_node(node)  # a no-op for a running node
+
+
+def _every_node_in_sync(kafka: dict[str, str], nodes: list[int]) -> bool:
+    """Whether a probe topic with a replica on every node can be created and is fully in sync."""
+    admin = KafkaAdminClient(**kafka)
+    try:
+        with contextlib.suppress(TopicAlreadyExistsError):
+            admin.create_topics([NewTopic(PROBE_TOPIC, 1, len(nodes))])
+        return in_sync_replicas(kafka, PROBE_TOPIC, 0) == nodes
+    except (KafkaError, StackError):  # a node not unfenced yet, or not answering
+        return False
+    finally:
+        admin.close()
 
 
 def _seed() -> int:
